@@ -1,0 +1,1 @@
+"""Runner, configuration, executors and CLI of the binauralization pipeline."""

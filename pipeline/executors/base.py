@@ -1,0 +1,58 @@
+"""What every executor shares: how a worker builds a stage and measures a batch safely."""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass
+from typing import Iterator
+
+from stages import stage_class
+from stages.base import Params, RunContext, StageError
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """Everything a worker needs to rebuild a stage: picklable, no live objects."""
+
+    name: str
+    params: Params
+    ctx: RunContext
+
+    def build(self):
+        stage = stage_class(self.name)(self.params, self.ctx)
+        stage.setup()
+        return stage
+
+
+def error_reason(exc: BaseException) -> str:
+    if isinstance(exc, StageError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}".strip()
+
+
+def measure_safely(stage, rows: list[dict]) -> list[dict]:
+    """Measure a batch; if the batch raises, measure row by row so one bad clip fails alone."""
+    try:
+        results = stage.measure(rows)
+        if len(results) != len(rows):
+            raise RuntimeError(f"{stage.name}.measure returned {len(results)} results for {len(rows)} rows")
+        return results
+    except Exception as exc:  # noqa: BLE001 - any failure becomes per-row reasons
+        if len(rows) == 1:
+            reason = error_reason(exc)
+            if not isinstance(exc, StageError):
+                reason += " | " + traceback.format_exc(limit=2).strip().splitlines()[-1]
+            return [{"_error": reason}]
+    return [measure_safely(stage, [row])[0] for row in rows]
+
+
+class Executor:
+    """map_batches yields (batch index, results) as batches finish, in any order."""
+
+    name = "base"
+
+    def map_batches(self, spec: StageSpec, kind: str, batches: list[list[dict]]) -> Iterator[tuple[int, list[dict]]]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass

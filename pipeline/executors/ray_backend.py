@@ -1,0 +1,173 @@
+"""Ray executor: CPU stages as tasks over chunks, model stages as actor pools.
+
+* task stages: one Ray task per batch (a chunk's pending rows), `num_cpus`/`num_gpus` from the stage's
+  Resources, at most `max_inflight` tasks queued so memory stays flat however large the dataset.
+* actor stages: a pool of long-lived actors, each building the stage (and loading its model) once;
+  batches of `batch_size` rows cut across chunk boundaries; fractional `num_gpus` packs actors.
+* a worker that dies (segfaulting decoder, OOM kill) fails only its clips: a multi-row batch is retried
+  row by row, and a row that kills a worker on its own becomes a failed row with the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import deque
+
+from pipeline.executors.base import Executor, StageSpec, measure_safely
+
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _run_batch(spec: StageSpec, rows: list[dict]) -> list[dict]:
+    return measure_safely(spec.build(), rows)
+
+
+class _StageActor:
+    def __init__(self, spec: StageSpec):
+        self.stage = spec.build()
+
+    def measure(self, rows: list[dict]) -> list[dict]:
+        return measure_safely(self.stage, rows)
+
+
+class RayExecutor(Executor):
+    name = "ray"
+
+    def __init__(self, address: str | None = None, num_cpus: int | None = None, max_inflight: int = 0):
+        import ray
+
+        self._ray = ray
+        self._started = False
+        if not ray.is_initialized():
+            address = address or os.environ.get("RAY_ADDRESS") or None
+            kwargs = dict(
+                include_dashboard=False,
+                logging_level=logging.WARNING,
+                log_to_driver=True,
+                runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(
+                    p for p in (PROJECT_ROOT, os.environ.get("PYTHONPATH", "")) if p)}},
+            )
+            if address:
+                ray.init(address=address, **kwargs)
+            else:
+                ray.init(num_cpus=num_cpus or os.cpu_count(), **kwargs)
+            self._started = True
+        resources = ray.cluster_resources()
+        self.cluster_cpus = int(resources.get("CPU", 1))
+        self.cluster_gpus = float(resources.get("GPU", 0))
+        self.max_inflight = max_inflight or 2 * self.cluster_cpus
+
+    # -- public ------------------------------------------------------------------------------
+    def map_batches(self, spec: StageSpec, kind: str, batches):
+        if not batches:
+            return
+        stage_cls = _stage_cls(spec)
+        res = stage_cls(spec.params, spec.ctx).resources()
+        if kind == "actor":
+            yield from self._actor_pool(spec, res, batches)
+        else:
+            yield from self._tasks(spec, res, batches)
+
+    def close(self) -> None:
+        if self._started and self._ray.is_initialized():
+            self._ray.shutdown()
+
+    # -- tasks -------------------------------------------------------------------------------
+    def _tasks(self, spec, res, batches):
+        ray = self._ray
+        remote = ray.remote(_run_batch).options(num_cpus=res.cpus, num_gpus=res.gpus, max_retries=1)
+        spec_ref = ray.put(spec)
+        queue = deque((i, rows) for i, rows in enumerate(batches))
+        inflight: dict = {}
+        split: dict[int, list] = {}  # batch index -> per-row results while retrying row by row
+        while queue or inflight:
+            while queue and len(inflight) < self.max_inflight:
+                index, rows = queue.popleft()
+                inflight[remote.remote(spec_ref, rows)] = (index, rows)
+            done, _ = ray.wait(list(inflight), num_returns=1)
+            for ref in done:
+                index, rows = inflight.pop(ref)
+                try:
+                    yield from self._finish(index, ray.get(ref), split)
+                except (ray.exceptions.RayError, OSError) as exc:
+                    yield from self._on_crash(index, rows, exc, queue, split)
+
+    # -- actors ------------------------------------------------------------------------------
+    def _actor_count(self, spec, res, n_batches: int) -> int:
+        wanted = int(getattr(spec.params, "num_actors", 0) or 0)
+        if wanted:
+            return wanted
+        if res.gpus > 0:
+            fit = int(self.cluster_gpus / res.gpus) if self.cluster_gpus else 0
+            if fit == 0:
+                raise RuntimeError(
+                    f"stage {spec.name} asks for num_gpus={res.gpus} per actor but the Ray cluster has "
+                    f"{self.cluster_gpus} GPUs; set stages.{spec.name}.num_gpus: 0 to run on CPU"
+                )
+            return max(1, min(fit, n_batches))
+        return max(1, min(int(self.cluster_cpus // max(res.cpus, 1e-3)), n_batches))
+
+    def _new_actor(self, spec_ref, res):
+        ray = self._ray
+        cls = ray.remote(_StageActor).options(num_cpus=res.cpus, num_gpus=res.gpus, max_restarts=0)
+        return cls.remote(spec_ref)
+
+    def _actor_pool(self, spec, res, batches):
+        ray = self._ray
+        spec_ref = ray.put(spec)
+        actors = [self._new_actor(spec_ref, res) for _ in range(self._actor_count(spec, res, len(batches)))]
+        queue = deque((i, rows) for i, rows in enumerate(batches))
+        idle = deque(actors)
+        inflight: dict = {}
+        split: dict[int, list] = {}
+        try:
+            while queue or inflight:
+                while queue and idle:
+                    actor = idle.popleft()
+                    index, rows = queue.popleft()
+                    inflight[actor.measure.remote(rows)] = (index, rows, actor)
+                done, _ = ray.wait(list(inflight), num_returns=1)
+                for ref in done:
+                    index, rows, actor = inflight.pop(ref)
+                    try:
+                        result = ray.get(ref)
+                        idle.append(actor)
+                    except (ray.exceptions.RayError, OSError) as exc:
+                        ray.kill(actor)
+                        idle.append(self._new_actor(spec_ref, res))
+                        yield from self._on_crash(index, rows, exc, queue, split)
+                        continue
+                    yield from self._finish(index, result, split)
+        finally:
+            for actor in list(idle) + [a for _, _, a in inflight.values()]:
+                ray.kill(actor)
+
+    # -- crash handling -------------------------------------------------------------------------
+    @staticmethod
+    def _finish(index, result, split):
+        key = index if isinstance(index, int) else index[0]
+        if isinstance(index, int):
+            yield index, result
+            return
+        parent, position, total = index
+        bucket = split.setdefault(parent, [None] * total)
+        bucket[position] = result[0]
+        if all(r is not None for r in bucket):
+            del split[key]
+            yield parent, bucket
+
+    @staticmethod
+    def _on_crash(index, rows, exc, queue, split):
+        if isinstance(index, int) and len(rows) > 1:
+            for position, row in enumerate(rows):  # retry row by row to isolate the culprit
+                queue.append(((index, position, len(rows)), [row]))
+            return
+        reason = f"worker died while measuring this clip ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+        yield from RayExecutor._finish(index, [{"_error": reason}], split)
+
+
+def _stage_cls(spec: StageSpec):
+    from stages import stage_class
+
+    return stage_class(spec.name)

@@ -1,0 +1,51 @@
+"""Fingerprints decide what a rerun may skip.
+
+measure fingerprint  = stage name + code version + settings that change measurements
+                       + measure fingerprints of the stages whose work files it reads
+stage fingerprint    = measure fingerprint + decision settings + previous stage's fingerprint
+chunk marker         = stage fingerprint + the upstream chunk's marker (or the input chunk digest)
+
+So a new threshold changes only that stage's fingerprint and those downstream, never upstream; and
+a downstream stage reuses cached measurements because its measure fingerprint does not depend on
+upstream decisions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+
+def digest(obj) -> str:
+    blob = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:20]
+
+
+def stage_fingerprints(stages: list, sample_rate: int, chunk_size: int) -> tuple[dict, dict]:
+    """(measure_fp, stage_fp) per stage name, for stage instances in pipeline order."""
+    measure_fp: dict[str, str] = {}
+    stage_fp: dict[str, str] = {}
+    previous = digest({"chunk_size": chunk_size})
+    for stage in stages:
+        deps = {d: measure_fp[d] for d in stage.data_deps if d in measure_fp}
+        measure_fp[stage.name] = digest(
+            {
+                "stage": stage.name,
+                "version": stage.version,
+                "settings": stage.measure_settings(),
+                "sample_rate": sample_rate,
+                "deps": deps,
+            }
+        )
+        stage_fp[stage.name] = digest(
+            {"measure": measure_fp[stage.name], "decide": stage.decision_settings(), "prev": previous}
+        )
+        previous = stage_fp[stage.name]
+    return measure_fp, stage_fp
+
+
+def row_key(row: dict) -> str:
+    """Identity of the data a row points at: the measurement cache is keyed by it."""
+    return digest(
+        [row.get(k) for k in ("clip_id", "video", "start", "end", "window_start", "window_samples")]
+    )

@@ -1,0 +1,386 @@
+"""The runner: chunks the input, runs each stage over the chunks that are not done, writes the funnel.
+
+Per (stage, chunk) it writes `manifests/<stage>/chunk-XXXXX.parquet` (temp file + rename) and then
+`completions/<stage>/chunk-XXXXX.json` holding the chunk fingerprint; a chunk is skipped on a rerun
+only when that marker matches. Measurements are cached under `work/_measure/<stage>/<measure fp>/`,
+keyed by the data a row points at, so a new threshold re-decides without measuring again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from manifests.io import atomic_write_bytes, atomic_write_json, chunk_name, read_marker, read_rows, write_rows, write_table
+from manifests.readers import InputManifest, read_input
+from pipeline.config import Config, dump_config
+from pipeline.executors import StageSpec, make_executor
+from pipeline.fingerprint import digest, row_key, stage_fingerprints
+from pipeline.funnel import format_funnel, stage_counts
+from pipeline.lock import RunLock
+from stages import stage_class
+from stages.base import DROPPED, FAILED, KEPT, ConfigError, RunContext
+
+log = logging.getLogger("pipeline")
+
+
+@dataclass
+class BuildRequest:
+    config: Config
+    input: str
+    out: str
+    media_root: str = ""
+    executor: str | None = None  # overrides config.executor.name
+    from_stage: str | None = None
+    only: str | None = None
+    force: bool = False
+    retry_failed: bool = False
+    progress: bool = True
+
+
+@dataclass
+class StagePlan:
+    name: str
+    stage: object
+    kind: str
+    fingerprint: str
+    measure_fp: str
+    selected: bool
+    wall_s: float | None = None
+    state: str = ""
+    measured: int = 0
+    info: dict = field(default_factory=dict)
+
+
+class Runner:
+    def __init__(self, request: BuildRequest):
+        self.req = request
+        self.config = request.config
+        self.out = os.path.abspath(request.out)
+        self.ctx = RunContext(
+            out=self.out,
+            media_root=os.path.abspath(request.media_root) if request.media_root else "",
+            sample_rate=self.config.run.sample_rate,
+            seed=self.config.run.seed,
+            extra={"dataset": dataclasses.asdict(self.config.dataset)},
+        )
+        self._executor = None
+
+    # ------------------------------------------------------------------------------------------
+    def build(self) -> dict:
+        """Validate everything, then run. Raises ConfigError / ManifestError before any work."""
+        names = self.config.run.stages
+        for flag, value in (("--from", self.req.from_stage), ("--only", self.req.only)):
+            if value is not None and value not in names:
+                raise ConfigError(f"{flag} {value}: not a stage of this run; stages: {names}")
+        preflight = self._preflight()
+        manifest = read_input(self.req.input, self.ctx.media_root)
+        plans = self._plan(names)
+        os.makedirs(self.out, exist_ok=True)
+        with RunLock(self.out):
+            self._setup_logging()
+            started = time.time()
+            log.info("build started: %d input rows, %d rejected, stages %s", len(manifest.rows), len(manifest.rejected), names)
+            chunks = self._write_run_header(manifest)
+            try:
+                for index, plan in enumerate(plans):
+                    if plan.selected:
+                        self._run_stage(plan, plans[index - 1] if index else None, chunks)
+                    elif not self._stage_complete(plan, plans[index - 1] if index else None, chunks):
+                        if any(p.selected for p in plans[index + 1 :]):
+                            raise ConfigError(
+                                f"stage {plan.name} is not complete for the current settings, so later "
+                                f"stages cannot run on it; rerun with --from {plan.name} (or without --only/--from)"
+                            )
+                        plan.state = "not run"
+                    else:
+                        plan.state = "done earlier"
+            finally:
+                if self._executor is not None:
+                    self._executor.close()
+            stats = self._write_stats(plans, manifest, preflight, time.time() - started)
+        return stats
+
+    # ------------------------------------------------------------------------------------------
+    def _preflight(self) -> dict:
+        """Stages that can fail for lack of a model or a file say so now, before any work."""
+        info = {}
+        for name in self.config.run.stages:
+            cls = stage_class(name)
+            if hasattr(cls, "preflight"):
+                result = cls.preflight(self.config.stage_params[name])
+                if result:
+                    info[name] = result
+        return info
+
+    def _plan(self, names: list[str]) -> list[StagePlan]:
+        stages = [stage_class(n)(self.config.stage_params[n], self.ctx) for n in names]
+        measure_fp, stage_fp = stage_fingerprints(stages, self.config.run.sample_rate, self.config.run.chunk_size)
+        first = names.index(self.req.from_stage) if self.req.from_stage else 0
+        plans = []
+        for i, (name, stage) in enumerate(zip(names, stages)):
+            selected = (name == self.req.only) if self.req.only else i >= first
+            plans.append(StagePlan(name, stage, stage.kind, stage_fp[name], measure_fp[name], selected))
+        return plans
+
+    def _setup_logging(self) -> None:
+        os.makedirs(os.path.join(self.out, "logs"), exist_ok=True)
+        handler = logging.FileHandler(os.path.join(self.out, "logs", "build.log"))
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        log.handlers = [handler]
+        log.setLevel(logging.INFO)
+        log.propagate = False
+
+    def _write_run_header(self, manifest: InputManifest) -> list[list[dict]]:
+        size = self.config.run.chunk_size
+        chunks = [manifest.rows[i : i + size] for i in range(0, len(manifest.rows), size)]
+        atomic_write_bytes(os.path.join(self.out, "config.yaml"), dump_config(self.config).encode())
+        write_rows(os.path.join(self.out, "manifests", "_input", "rejected.parquet"), [
+            {"clip_id": r["clip_id"], "status": FAILED, "reason": f"rejected: {r['reason']}", "line": r["line"], "video": r["video"]}
+            for r in manifest.rejected
+        ])
+        atomic_write_json(os.path.join(self.out, "input.json"), {
+            "input": os.path.abspath(self.req.input),
+            "media_root": self.ctx.media_root,
+            "format": manifest.format,
+            "rows": len(manifest.rows),
+            "rejected": len(manifest.rejected),
+            "chunk_size": size,
+            "chunk_digests": [self._input_digest(c) for c in chunks],
+        })
+        return chunks
+
+    @staticmethod
+    def _input_digest(rows: list[dict]) -> str:
+        return digest(rows)
+
+    # -- stage execution --------------------------------------------------------------------------
+    def _upstream(self, previous: StagePlan | None, chunks: list[list[dict]], k: int) -> tuple[list[dict], str]:
+        """Kept rows entering chunk k of the next stage, and the marker they came with."""
+        if previous is None:
+            return chunks[k], self._input_digest(chunks[k])
+        marker = read_marker(self._marker_path(previous.name, k))
+        rows = read_rows(self._manifest_path(previous.name, k))
+        kept = [r for r in rows if r["status"] == KEPT]
+        for r in kept:
+            r.pop("status", None)
+            r.pop("reason", None)
+        return kept, (marker or {}).get("fingerprint", "")
+
+    def _expected(self, plan: StagePlan, entries) -> list[str]:
+        """The marker fingerprint each chunk must carry to count as done."""
+        if plan.kind == "global":  # one result over all rows: every chunk shares one fingerprint
+            shared = digest([plan.fingerprint, [fp for _, fp in entries]])
+            return [shared] * len(entries)
+        return [digest([plan.fingerprint, fp]) for _, fp in entries]
+
+    def _entries(self, previous: StagePlan | None, chunks) -> list[tuple[list[dict], str]]:
+        return [self._upstream(previous, chunks, k) for k in range(len(chunks))]
+
+    def _stage_complete(self, plan: StagePlan, previous: StagePlan | None, chunks) -> bool:
+        if previous is not None and not all(os.path.exists(self._marker_path(previous.name, k)) for k in range(len(chunks))):
+            return False
+        expected = self._expected(plan, self._entries(previous, chunks))
+        return all((read_marker(self._marker_path(plan.name, k)) or {}).get("fingerprint") == e for k, e in enumerate(expected))
+
+    def _run_stage(self, plan: StagePlan, previous: StagePlan | None, chunks: list[list[dict]]) -> None:
+        started = time.time()
+        entries = self._entries(previous, chunks)
+        expected = self._expected(plan, entries)
+        pending: dict[int, tuple[list[dict], str]] = {}
+        for k, (rows, _) in enumerate(entries):
+            marker = read_marker(self._marker_path(plan.name, k))
+            valid = bool(marker) and marker.get("fingerprint") == expected[k]
+            if valid and self.req.retry_failed and marker.get("failed", 0):
+                valid = False
+            if not valid or self.req.force:
+                pending[k] = (rows, expected[k])
+        if not pending:
+            plan.state = "done earlier"
+            return
+        log.info("stage %s: %d of %d chunks to run", plan.name, len(pending), len(chunks))
+        if plan.kind == "global":
+            self._run_global(plan, {k: (rows, expected[k]) for k, (rows, _) in enumerate(entries)})
+        else:
+            self._run_clipwise(plan, pending)
+        plan.wall_s = time.time() - started
+        plan.state = f"ran {len(pending)}/{len(chunks)} chunks, measured {plan.measured}"
+        log.info("stage %s done in %.1f s", plan.name, plan.wall_s)
+
+    def _run_clipwise(self, plan: StagePlan, pending: dict) -> None:
+        cached = {k: ({} if self.req.force else self._load_cache(plan, k)) for k in pending}
+        results: dict[int, list] = {}
+        work: list[tuple[int, int, dict]] = []  # (chunk, row position, row)
+        for k, (rows, _) in pending.items():
+            results[k] = [cached[k].get(row_key(r)) for r in rows]
+            work.extend((k, i, r) for i, r in enumerate(rows) if results[k][i] is None)
+        remaining = {k: sum(1 for m in results[k] if m is None) for k in pending}
+        for k in pending:
+            if remaining[k] == 0:
+                self._finish_chunk(plan, k, pending[k], results[k])
+        if not work:
+            return
+        batches, where = self._batches(plan, work)
+        spec = StageSpec(plan.name, plan.stage.params, self.ctx)
+        bar = _progress(len(work), plan.name, self.req.progress)
+        try:
+            for index, measured in self._executor_for().map_batches(spec, plan.kind, batches):
+                for (k, i), m in zip(where[index], measured):
+                    results[k][i] = m
+                    remaining[k] -= 1
+                    if remaining[k] == 0:
+                        self._finish_chunk(plan, k, pending[k], results[k])
+                plan.measured += len(measured)
+                bar.update(len(measured))
+        finally:
+            bar.close()
+
+    def _batches(self, plan: StagePlan, work):
+        """Task stages: a batch per chunk. Actor stages: batch_size rows across chunks."""
+        batches, where = [], []
+        if plan.kind == "actor":
+            size = max(1, plan.stage.batch_size() or 8)
+            for start in range(0, len(work), size):
+                part = work[start : start + size]
+                batches.append([r for _, _, r in part])
+                where.append([(k, i) for k, i, _ in part])
+        else:
+            by_chunk: dict[int, list] = {}
+            for k, i, r in work:
+                by_chunk.setdefault(k, []).append((k, i, r))
+            for part in by_chunk.values():
+                batches.append([r for _, _, r in part])
+                where.append([(k, i) for k, i, _ in part])
+        return batches, where
+
+    def _run_global(self, plan: StagePlan, entries: dict) -> None:
+        """Global stages see every kept row at once (training, validation, sharding)."""
+        flat = [r for k in sorted(entries) for r in entries[k][0]]
+        plan.stage.setup()
+        bar = _progress(len(flat), plan.name, self.req.progress)
+        measured = plan.stage.run_global(flat)
+        bar.update(len(flat))
+        bar.close()
+        plan.measured = len(flat)
+        position = 0
+        for k in sorted(entries):
+            rows = entries[k][0]
+            self._finish_chunk(plan, k, entries[k], measured[position : position + len(rows)], cache=False)
+            position += len(rows)
+
+    def _finish_chunk(self, plan: StagePlan, k: int, entry, measurements, cache: bool = True) -> None:
+        rows, expected = entry
+        stage = plan.stage
+        out_rows, good = [], []
+        for row, m in zip(rows, measurements):
+            m = m or {}
+            if "_error" in m:
+                out_rows.append({**row, "status": FAILED, "reason": str(m["_error"])})
+                continue
+            merged = {**row, **m}
+            good.append({"_key": row_key(row), **m})
+            status, reason = stage.decide(merged)
+            if status == KEPT:
+                out_rows.extend({**r, "status": KEPT, "reason": ""} for r in stage.expand(merged))
+            else:
+                out_rows.append({**merged, "status": status, "reason": reason})
+        write_rows(self._manifest_path(plan.name, k), out_rows)
+        if cache:
+            keys = [g.pop("_key") for g in good]
+            table = pa.table({"key": pa.array(keys, pa.string()), "m": pa.array([json.dumps(g, default=_jsonable) for g in good], pa.string())})
+            write_table(self._cache_path(plan, k), table)
+        counts = {s: sum(1 for r in out_rows if r["status"] == s) for s in (KEPT, DROPPED, FAILED)}
+        atomic_write_json(self._marker_path(plan.name, k), {"fingerprint": expected, **counts})
+
+    def _load_cache(self, plan: StagePlan, k: int) -> dict:
+        path = self._cache_path(plan, k)
+        if not os.path.exists(path):
+            return {}
+        table = pq.read_table(path)
+        return {key: json.loads(m) for key, m in zip(table.column("key").to_pylist(), table.column("m").to_pylist())}
+
+    def _executor_for(self):
+        if self._executor is None:
+            ex = self.config.executor
+            name = self.req.executor or ex.name
+            kwargs = {"address": ex.address, "num_cpus": ex.num_cpus, "max_inflight": ex.max_inflight} if name == "ray" else {}
+            self._executor = make_executor(name, **kwargs)
+        return self._executor
+
+    # -- paths and stats --------------------------------------------------------------------------
+    def _manifest_path(self, stage: str, k: int) -> str:
+        return os.path.join(self.out, "manifests", stage, chunk_name(k) + ".parquet")
+
+    def _marker_path(self, stage: str, k: int) -> str:
+        return os.path.join(self.out, "completions", stage, chunk_name(k) + ".json")
+
+    def _cache_path(self, plan: StagePlan, k: int) -> str:
+        return os.path.join(self.out, "work", "_measure", plan.name, plan.measure_fp, chunk_name(k) + ".parquet")
+
+    def _write_stats(self, plans, manifest: InputManifest, preflight: dict, wall: float) -> dict:
+        previous = {}
+        path = os.path.join(self.out, "stats.json")
+        if os.path.exists(path):
+            with open(path) as fh:
+                previous = json.load(fh).get("stages", {})
+        rejected: dict[str, int] = {}
+        for r in manifest.rejected:
+            key = r["reason"].split(" (")[0]
+            rejected[key] = rejected.get(key, 0) + 1
+        stats = {
+            "input": {"rows": len(manifest.rows), "rejected": len(manifest.rejected), "format": manifest.format, "rejected_by_reason": rejected},
+            "stages": {},
+            "preflight": preflight,
+            "executor": self.req.executor or self.config.executor.name,
+            "wall_s": round(wall, 3),
+        }
+        for plan in plans:
+            counts = stage_counts(self.out, plan.name)
+            wall_s = plan.wall_s if plan.wall_s is not None else previous.get(plan.name, {}).get("wall_s")
+            stats["stages"][plan.name] = {**counts, "wall_s": None if wall_s is None else round(wall_s, 3), "state": plan.state}
+        atomic_write_json(path, stats)
+        return stats
+
+
+def _jsonable(value):
+    try:
+        import numpy as np
+
+        if isinstance(value, np.generic):
+            return value.item()
+        if isinstance(value, np.ndarray):
+            return value.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    return str(value)
+
+
+class _NoBar:
+    def update(self, n):
+        pass
+
+    def close(self):
+        pass
+
+
+def _progress(total: int, name: str, enabled: bool):
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=f"{name:<10}", unit="clip", dynamic_ncols=True, leave=True)
+
+
+def build(request: BuildRequest) -> dict:
+    return Runner(request).build()
+
+
+def print_funnel(stats: dict) -> str:
+    return format_funnel(stats)

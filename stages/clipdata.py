@@ -1,0 +1,76 @@
+"""Read and write a clip's intermediates in the run's work folder.
+
+`ingest` decodes each source video once: `work/ingest/<source_id>/audio.npy` (16 kHz mono
+float32) and `frames.npy` (uint8, T x H x W x 3, sampled at `frame_fps` from t = 0). Every later
+stage reads the clip's exact window from these through the functions below, so a window
+(`{id}_w{k}` from `duration`) is a slice, never a second decode.
+
+Row columns used here: source_id, window_start (samples), window_samples, frame_fps,
+padded_samples (zeros appended when a clip was within tolerance of the window length).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import numpy as np
+
+from stages.base import RunContext, StageError
+
+
+def ingest_dir(ctx: RunContext, source_id: str) -> str:
+    return os.path.join(ctx.work, "ingest", source_id)
+
+
+def atomic_save_npy(path: str, array: np.ndarray) -> None:
+    """Write through a temp file + rename so a kill never leaves a half-written array."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.save(fh, array, allow_pickle=False)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _load(path: str, mmap: bool = True) -> np.ndarray:
+    if not os.path.exists(path):
+        raise StageError(f"missing intermediate {path}: rerun ingest (python -m pipeline build --from ingest)")
+    return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+
+
+def load_audio(ctx: RunContext, row: dict) -> np.ndarray:
+    """The clip's audio window: float32 mono at ctx.sample_rate, exactly `window_samples` long."""
+    audio = _load(os.path.join(ingest_dir(ctx, row.get("source_id") or row["clip_id"]), "audio.npy"))
+    start = int(row.get("window_start") or 0)
+    n = row.get("window_samples")
+    n = int(n) if n is not None and n == n else audio.shape[0] - start
+    out = np.asarray(audio[start : start + n], dtype=np.float32)
+    if out.shape[0] < n:  # within tolerance: zero-pad to the exact window length
+        out = np.concatenate([out, np.zeros(n - out.shape[0], np.float32)])
+    return out
+
+
+def load_frames(ctx: RunContext, row: dict) -> np.ndarray:
+    """The clip's frames that fall inside its window: uint8 (T, H, W, 3)."""
+    frames = _load(os.path.join(ingest_dir(ctx, row.get("source_id") or row["clip_id"]), "frames.npy"))
+    fps = float(row.get("frame_fps") or 8.0)
+    start = int(row.get("window_start") or 0)
+    n = row.get("window_samples")
+    i0 = int(round(start / ctx.sample_rate * fps))
+    if n is None or n != n:
+        return np.asarray(frames[i0:])
+    count = int(round(int(n) / ctx.sample_rate * fps))
+    out = np.asarray(frames[i0 : i0 + count])
+    if 0 < out.shape[0] < count:  # last frames missing (stream ends early): repeat the last one
+        out = np.concatenate([out, np.repeat(out[-1:], count - out.shape[0], axis=0)])
+    return out
+
+
+def clip_work_path(ctx: RunContext, stage: str, clip_id: str, name: str) -> str:
+    """Path of a per-clip artefact a stage writes, e.g. work/localize/<clip>/traj.npy."""
+    return os.path.join(ctx.work_dir(stage, clip_id), name)
