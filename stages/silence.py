@@ -1,8 +1,9 @@
 """silence: drop clips that are mostly silent (SpatialV2A §3.1: more than 80 % silent).
 
 A 30 ms frame counts as active when WebRTC's VAD calls it voiced *and* its level clears an energy
-gate: the VAD alone calls low-level noise speech in every mode (measured), and the gate alone cannot
-tell steady hum from content. The measurement (silent fraction) is stored apart from the decision,
+gate: the VAD alone calls steady noise voiced (white noise at -30 dBFS: every frame, modes 0 and 1),
+and a level gate alone cannot tell a hum from content. The gate is absolute (-50 dBFS by default)
+and optionally relative to the clip's loud frames (`relative_gate_db`). The measurement (silent fraction) is stored apart from the decision,
 so a new threshold re-decides without decoding or running the VAD again.
 """
 
@@ -22,6 +23,7 @@ class SilenceParams(Params):
     aggressiveness: int = 0  # WebRTC VAD mode 0..3; 0 keeps non-speech sounds (engines, music) active
     frame_ms: int = 30
     energy_gate_dbfs: float = -50.0
+    relative_gate_db: float = 0.0  # >0: frames this far below the clip's 95th-percentile level are silent
 
     def validate(self) -> None:
         if not 0 <= self.max_silent_fraction <= 1:
@@ -32,15 +34,23 @@ class SilenceParams(Params):
             raise ConfigError(f"stages.silence.frame_ms: WebRTC VAD takes 10, 20 or 30 ms frames, got {self.frame_ms}")
 
 
-def frame_activity(audio: np.ndarray, sample_rate: int, frame_ms: int, aggressiveness: int, gate_dbfs: float):
-    """Per-frame (vad, energy) booleans for 16-bit PCM frames of `frame_ms`."""
+def frame_activity(audio: np.ndarray, sample_rate: int, frame_ms: int, aggressiveness: int, gate_dbfs: float,
+                   relative_gate_db: float = 0.0):
+    """Per-frame (vad, energy) booleans for 16-bit PCM frames of `frame_ms`.
+
+    The energy gate is absolute (dBFS) and, when `relative_gate_db` > 0, also relative to the clip's
+    own loud frames, so a steady noise floor under a louder event counts as silence.
+    """
     import webrtcvad
 
     n = sample_rate * frame_ms // 1000
     count = audio.size // n
     frames = np.clip(audio[: count * n], -1.0, 1.0).reshape(count, n)
     rms = np.sqrt(np.mean(frames.astype(np.float64) ** 2, axis=1))
-    energy = 20 * np.log10(np.maximum(rms, 1e-10)) > gate_dbfs
+    level = 20 * np.log10(np.maximum(rms, 1e-10))
+    energy = level > gate_dbfs
+    if relative_gate_db > 0 and count:
+        energy &= level > np.percentile(level, 95) - relative_gate_db
     pcm = (frames * 32767.0).astype("<i2")
     vad = webrtcvad.Vad(aggressiveness)
     voiced = np.array([vad.is_speech(pcm[i].tobytes(), sample_rate) for i in range(count)], dtype=bool)
@@ -65,7 +75,8 @@ class SilenceStage(Stage):
             if not np.all(np.isfinite(audio)):
                 out.append({"_error": "audio has non-finite samples"})
                 continue
-            voiced, energy = frame_activity(audio, self.ctx.sample_rate, p.frame_ms, p.aggressiveness, p.energy_gate_dbfs)
+            voiced, energy = frame_activity(audio, self.ctx.sample_rate, p.frame_ms, p.aggressiveness,
+                                            p.energy_gate_dbfs, p.relative_gate_db)
             if voiced.size == 0:
                 out.append({"_error": f"audio shorter than one {p.frame_ms} ms frame"})
                 continue
