@@ -1,7 +1,7 @@
 """ingest: probe each video and decode it once into the work folder.
 
 Audio becomes 16 kHz mono float32 (stereo and 5.1 downmixed by ffmpeg); frames are resampled to a
-constant rate (default 8 fps, short side 224 px). Every later stage reads these files instead of
+constant rate (default 8 fps, short side 224 px) and stored as JPEG (or raw, by setting). Every later stage reads these files instead of
 decoding again. A clip that cannot be read becomes a failed row saying why.
 """
 
@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 
 from stages.base import ConfigError, Params, Stage, StageError
-from stages.clipdata import atomic_save_npy, ingest_dir
+from stages.clipdata import atomic_save_npy, ingest_dir, save_frames
 from stages.media import decode_audio, decode_frames, frame_size, local_media, probe, summarize_probe
 
 
@@ -20,6 +20,8 @@ class IngestParams(Params):
     fps: float = 8.0
     short_side: int = 224
     max_seconds: float = 0.0  # 0 = decode the whole clip; >0 caps decoding (saves disk on long videos)
+    frame_format: str = "jpeg"  # jpeg (about 16x smaller) | raw (exact pixels)
+    jpeg_quality: int = 90
     require_video: bool = True
     timeout_s: float = 600.0
     num_cpus: float = 1.0
@@ -29,6 +31,10 @@ class IngestParams(Params):
             raise ConfigError(f"stages.ingest.fps: must be in (0, 60], got {self.fps}")
         if not 16 <= self.short_side <= 2160:
             raise ConfigError(f"stages.ingest.short_side: must be in [16, 2160], got {self.short_side}")
+        if self.frame_format not in ("jpeg", "raw"):
+            raise ConfigError(f"stages.ingest.frame_format: must be jpeg or raw, got {self.frame_format!r}")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ConfigError("stages.ingest.jpeg_quality: must be in [1, 100]")
         if self.max_seconds < 0:
             raise ConfigError("stages.ingest.max_seconds: must be >= 0")
 
@@ -83,7 +89,7 @@ class IngestStage(Stage):
         folder = ingest_dir(self.ctx, row["clip_id"])
         atomic_save_npy(os.path.join(folder, "audio.npy"), audio)
         if frames is not None:
-            atomic_save_npy(os.path.join(folder, "frames.npy"), frames)
+            save_frames(folder, frames, p.frame_format, p.jpeg_quality)
         info.pop("container_duration_s", None)
         return {
             "source_id": row["clip_id"],

@@ -104,3 +104,17 @@ def test_no_audio_and_audio_only(tmp_path):
     audio_only = make_stage(tmp_path, require_video=False)
     m = audio_only.measure([{"clip_id": "a", "video": str(tmp_path / "a.wav")}])[0]
     assert m["n_samples"] == 48000 and m["n_frames"] == 0
+
+
+def test_jpeg_and_raw_frames_agree(tmp_path):
+    path = tmp_path / "c.mp4"
+    ffmpeg(*VIDEO, "-f", "lavfi", "-i", "sine=f=300:duration=3", "-c:v", "libx264", "-c:a", "aac", "-shortest", str(path))
+    jpeg = make_stage(tmp_path / "j")
+    raw = make_stage(tmp_path / "r", frame_format="raw")
+    a = load_frames(jpeg.ctx, ingest(jpeg, "c", path))
+    b = load_frames(raw.ctx, ingest(raw, "c", path))
+    assert a.shape == b.shape == (24, 224, 298, 3)
+    assert np.abs(a.astype(int) - b.astype(int)).mean() < 3.0
+    folder = tmp_path / "j" / "run" / "work" / "ingest" / "c"
+    stored = (folder / "frames_jpeg.npy").stat().st_size
+    assert stored < b.nbytes / 5
