@@ -106,6 +106,9 @@ class Runner:
                 if self._executor is not None:
                     self._executor.close()
             stats = self._write_stats(plans, manifest, preflight, time.time() - started)
+            for plan in plans:
+                if plan.selected or plan.state == "done earlier":
+                    plan.stage.finalize()
         return stats
 
     # ------------------------------------------------------------------------------------------

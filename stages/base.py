@@ -106,6 +106,9 @@ class Stage:
         """For kind == "global": all kept rows in, one measurement dict per row out."""
         raise NotImplementedError
 
+    def finalize(self) -> None:
+        """Called after the run's stats.json (the funnel) is written: reports that quote it."""
+
     # -- helpers ------------------------------------------------------------------------------
     @classmethod
     def params_from(cls, section: dict | None) -> Params:

@@ -1,0 +1,371 @@
+"""The validation report: OUT/report/index.html with PNG plots, static (no JavaScript, no server).
+
+Contents: which quality backend scored (loudly), the funnel from OUT/stats.json, the summary table
+in the shape of SpatialV2A's Table 2, per-class counts and hours, distributions (durations, silent
+fraction, quality, spatial metrics, azimuth against broadband ILD), and for a few clips the ILD
+over time against the visual trajectory with both ears' spectrograms.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+SAMPLE_RATE = 16000
+TABLE_COLUMNS = ("Dataset", "Quality backend", "CE", "CU", "PQ", "DSP score",
+                 "IACC", "ILD (dB)", "ITD (ms)", "ISD (dB)", "IPD (rad)", "Lateral consistency")
+# SpatialV2A, Table 2 (ITD's unit and ISD's definition are not given in the paper).
+PAPER_ROWS = (
+    ("VGGSound (SpatialV2A paper)", "audiobox", "3.71", "5.39", "6.07", "-", "-", "-", "-", "-", "-", "-"),
+    ("BinauralVGGSound (SpatialV2A paper)", "audiobox", "3.74", "5.44", "6.09", "-",
+     "0.93", "3.08", "1.70", "0.07", "0.32", "-"),
+)
+METRICS = (("iacc", "IACC"), ("ild_db", "ILD (dB)"), ("itd_ms", "ITD (ms)"), ("isd_db", "ISD (dB)"),
+           ("ipd_rad", "IPD (rad)"))
+AES = (("aes_ce", "CE"), ("aes_cu", "CU"), ("aes_pq", "PQ"))
+
+
+@dataclass
+class SummaryTable:
+    columns: tuple[str, ...]
+    rows: list[tuple[str, ...]]
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"columns": list(self.columns), "rows": [list(r) for r in self.rows], "notes": self.notes}
+
+    def markdown(self) -> str:
+        lines = ["| " + " | ".join(self.columns) + " |", "|" + "---|" * len(self.columns)]
+        lines += ["| " + " | ".join(r) + " |" for r in self.rows]
+        return "\n".join(lines)
+
+
+def _values(rows: list[dict], column: str) -> np.ndarray:
+    out = []
+    for row in rows:
+        v = row.get(column)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v):
+            out.append(float(v))
+    return np.asarray(out, dtype=np.float64)
+
+
+def _mean_cell(rows: list[dict], column: str, digits: int = 2) -> str:
+    v = _values(rows, column)
+    return f"{v.mean():.{digits}f}" if v.size else "-"
+
+
+def lateral_share(rows: list[dict], threshold: float = 0.5) -> tuple[float | None, int]:
+    """Share of clips (with an off-centre visual source) whose ILD side agrees in >= half the time."""
+    v = _values(rows, "lateral_agree")
+    if not v.size:
+        return None, 0
+    return float(np.mean(v >= threshold)), int(v.size)
+
+
+def quality_backend(rows: list[dict], preflight: dict | None = None) -> str:
+    backend = ((preflight or {}).get("quality") or {}).get("backend")
+    if backend:
+        return str(backend)
+    counts = Counter(r.get("quality_backend") for r in rows if r.get("quality_backend"))
+    return counts.most_common(1)[0][0] if counts else "none"
+
+
+def build_table(rows: list[dict], downmix: dict | None = None, preflight: dict | None = None) -> SummaryTable:
+    """Paper rows, then this dataset's source mono and binaural rows.
+
+    `downmix`: {"backend": name, "scores": [per-clip dicts with aes_*/dsp_score]} or
+    {"backend": name, "skipped": reason}.
+    """
+    n = len(rows)
+    backend = quality_backend(rows, preflight)
+
+    def quality_cells(scored: list[dict], name: str) -> tuple[str, ...]:
+        if name == "audiobox":
+            return tuple(_mean_cell(scored, c) for c, _ in AES) + ("-",)
+        return ("n/a", "n/a", "n/a", _mean_cell(scored, "dsp_score"))
+
+    source = (f"Source mono (this dataset, {n} clips)", backend, *quality_cells(rows, backend),
+              "-", "-", "-", "-", "-", "-")
+    share, eligible = lateral_share(rows)
+    lateral = f"{100 * share:.0f}% of {eligible} clips" if share is not None else "- (no off-centre clips)"
+    spatial = tuple(_mean_cell(rows, c, 3 if c in ("iacc", "itd_ms") else 2) for c, _ in METRICS)
+    notes = [
+        "ILD, ITD, IPD, ISD: per-clip means of magnitudes (definitions in binauralizer/metrics.py); "
+        "ITD in milliseconds; ISD is our definition (spectral spread of the interaural level spectrum), "
+        "not comparable with the paper's undefined ISD.",
+        "Lateral consistency: share of clips whose broadband ILD has the visual azimuth's side in at "
+        "least half of their off-centre (|az| > 15 deg) 0.5 s segments.",
+    ]
+    if backend != "audiobox":
+        notes.append(f"Quality was scored by the '{backend}' backend, not Audiobox Aesthetics: CE/CU/PQ "
+                     "are not available; the DSP score (1-10) is not comparable with the paper's numbers.")
+    if downmix and downmix.get("scores") is not None:
+        dm_backend = downmix.get("backend", "?")
+        dm_quality = quality_cells(downmix["scores"], dm_backend)
+        dm_name = f"Binaural (this dataset, {n} clips; quality of the L+R downmix, {len(downmix['scores'])} scored)"
+    else:
+        dm_backend = (downmix or {}).get("backend", backend)
+        dm_quality = ("-", "-", "-", "-")
+        dm_name = f"Binaural (this dataset, {n} clips)"
+        notes.append("Quality of the binaural downmix not scored: "
+                     + ((downmix or {}).get("skipped") or "no scorer given") + ".")
+    binaural = (dm_name, dm_backend, *dm_quality, *spatial, lateral)
+    return SummaryTable(TABLE_COLUMNS, [*PAPER_ROWS, source, binaural], notes)
+
+
+# -- plots -------------------------------------------------------------------------------------------
+
+
+def _save(fig, path: str) -> str:
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return os.path.basename(path)
+
+
+def _no_data(ax, what: str) -> None:
+    ax.text(0.5, 0.5, f"no {what}", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _hist(ax, values: np.ndarray, title: str, xlabel: str, bins: int = 30) -> None:
+    ax.set_title(title, fontsize=10)
+    if values.size:
+        ax.hist(values, bins=bins, color="#4472c4")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("clips")
+    else:
+        _no_data(ax, "data")
+
+
+def plot_funnel(stages: list[dict], path: str) -> str:
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    if stages:
+        names = [s["stage"] for s in stages]
+        x = np.arange(len(names))
+        ax.bar(x, [s["kept"] for s in stages], color="#4472c4", label="kept")
+        ax.bar(x, [s["dropped"] for s in stages], bottom=[s["kept"] for s in stages], color="#ed7d31",
+               label="dropped")
+        ax.bar(x, [s["failed"] for s in stages], bottom=[s["kept"] + s["dropped"] for s in stages],
+               color="#c00000", label="failed")
+        ax.set_xticks(x, names, rotation=30, ha="right")
+        ax.set_ylabel("clips")
+        ax.legend(fontsize=8)
+    else:
+        _no_data(ax, "OUT/stats.json")
+    ax.set_title("Funnel: clips in, kept, dropped and failed per stage", fontsize=10)
+    return _save(fig, path)
+
+
+def plot_classes(classes: list[tuple[str, int, float]], path: str, top: int = 30) -> str:
+    shown = classes[:top]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 0.3 * max(4, len(shown)) + 1), sharey=True)
+    if shown:
+        y = np.arange(len(shown))[::-1]
+        axes[0].barh(y, [c for _, c, _ in shown], color="#4472c4")
+        axes[0].set_yticks(y, [lbl[:40] for lbl, _, _ in shown], fontsize=8)
+        axes[0].set_xlabel("clips")
+        axes[1].barh(y, [h for _, _, h in shown], color="#70ad47")
+        axes[1].set_xlabel("hours")
+    else:
+        _no_data(axes[0], "clips")
+    axes[0].set_title(f"Per class (top {min(top, len(classes))} of {len(classes)})", fontsize=10)
+    return _save(fig, path)
+
+
+def plot_distributions(rows: list[dict], plot_dir: str) -> dict[str, str]:
+    """durations, silent fraction, quality, spatial metrics, azimuth: one PNG each."""
+    out = {}
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3))
+    _hist(axes[0], _values(rows, "window_samples") / SAMPLE_RATE, "Clip (window) duration", "seconds")
+    _hist(axes[1], _values(rows, "duration_s"), "Source video duration", "seconds")
+    out["durations"] = _save(fig, os.path.join(plot_dir, "durations.png"))
+
+    fig, ax = plt.subplots(figsize=(5, 3))
+    _hist(ax, _values(rows, "silent_fraction"), "Silent fraction", "fraction of the clip")
+    out["silence"] = _save(fig, os.path.join(plot_dir, "silence.png"))
+
+    columns = [(c, n) for c, n in (("aes_ce", "CE"), ("aes_cu", "CU"), ("aes_pc", "PC"), ("aes_pq", "PQ"),
+                                   ("dsp_score", "DSP score"), ("dsp_snr_db", "DSP SNR (dB)"))]
+    columns = [(c, n) for c, n in columns if _values(rows, c).size] or [("aes_pq", "PQ")]
+    fig, axes = plt.subplots(1, len(columns), figsize=(3 * len(columns), 3), squeeze=False)
+    for ax, (c, n) in zip(axes[0], columns):
+        _hist(ax, _values(rows, c), f"Quality: {n}", n)
+    out["quality"] = _save(fig, os.path.join(plot_dir, "quality.png"))
+
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(15, 3))
+    for ax, (c, n) in zip(axes, METRICS):
+        _hist(ax, _values(rows, c), n, n)
+    out["spatial"] = _save(fig, os.path.join(plot_dir, "spatial.png"))
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    _hist(axes[0], _values(rows, "az_mean_deg"), "Visual azimuth (mean per clip)", "degrees (+ = left)")
+    pairs = [(r.get("az_mean_deg"), r.get("ild_broadband_db")) for r in rows]
+    pairs = np.array([p for p in pairs if all(isinstance(v, (int, float)) and np.isfinite(v) for v in p)])
+    axes[1].set_title("Broadband ILD against visual azimuth", fontsize=10)
+    if pairs.size:
+        axes[1].scatter(pairs[:, 0], pairs[:, 1], s=10, color="#4472c4")
+        axes[1].axhline(0, color="grey", lw=0.5)
+        axes[1].axvline(0, color="grey", lw=0.5)
+        axes[1].set_xlabel("azimuth (deg, + = left)")
+        axes[1].set_ylabel("ILD (dB, + = left louder)")
+    else:
+        _no_data(axes[1], "localised clips")
+    out["azimuth"] = _save(fig, os.path.join(plot_dir, "azimuth.png"))
+    return out
+
+
+def plot_clip(trace: dict, path: str) -> str:
+    """ILD over time against the visual azimuth, and the left/right spectrograms, of one clip."""
+    fig, axes = plt.subplots(3, 1, figsize=(8, 6.5), sharex=True)
+    ax = axes[0]
+    ax.plot(trace["times"], trace["ild_db"], "o-", color="#4472c4", ms=3, label="ILD (0.5 s segments)")
+    ax.axhline(0, color="grey", lw=0.5)
+    ax.set_ylabel("ILD (dB)")
+    if len(trace.get("traj_t", [])):
+        twin = ax.twinx()
+        twin.plot(trace["traj_t"], trace["traj_az"], color="#c00000", lw=1.2, label="visual azimuth")
+        twin.set_ylabel("azimuth (deg, + = left)", color="#c00000")
+        lim = max(15.0, float(np.nanmax(np.abs(trace["traj_az"]))) if np.isfinite(trace["traj_az"]).any() else 60)
+        twin.set_ylim(-lim * 1.1, lim * 1.1)
+    agree = trace.get("lateral_agree")
+    ax.set_title(f"{trace['clip_id']} ({trace.get('label') or 'no label'}): lateral agreement "
+                 f"{'-' if agree is None else f'{agree:.2f}'}", fontsize=10)
+    extent = [0, trace["duration_s"], 0, SAMPLE_RATE / 2000]
+    for ax, name, spec in ((axes[1], "left", trace["spec_l_db"]), (axes[2], "right", trace["spec_r_db"])):
+        ax.imshow(spec, origin="lower", aspect="auto", extent=extent, cmap="magma",
+                  vmin=float(np.max(spec)) - 80, vmax=float(np.max(spec)))
+        ax.set_ylabel(f"{name} ear (kHz)")
+    axes[2].set_xlabel("time (s)")
+    return _save(fig, path)
+
+
+# -- page -------------------------------------------------------------------------------------------
+
+
+def funnel_rows(stats: dict | None) -> list[dict]:
+    """OUT/stats.json's stages as rows; anything missing or malformed counts as 0."""
+    stages = (stats or {}).get("stages") or {}
+    rows = []
+    if not isinstance(stages, dict):
+        return rows
+    for name, s in stages.items():
+        s = s if isinstance(s, dict) else {}
+        dropped = s.get("dropped") or {}
+        dropped_total = sum(int(v) for v in dropped.values()) if isinstance(dropped, dict) else int(dropped or 0)
+        rows.append({"stage": str(name), "in": int(s.get("in") or 0), "kept": int(s.get("kept") or 0),
+                     "dropped": dropped_total, "failed": int(s.get("failed") or 0),
+                     "reasons": dropped if isinstance(dropped, dict) else {},
+                     "wall_s": s.get("wall_s")})
+    return rows
+
+
+def class_rows(rows: list[dict]) -> list[tuple[str, int, float]]:
+    counts: Counter = Counter()
+    hours: Counter = Counter()
+    for row in rows:
+        label = str(row.get("label") or "(no label)")
+        counts[label] += 1
+        samples = row.get("window_samples")
+        hours[label] += (float(samples) if isinstance(samples, (int, float)) else 0.0) / SAMPLE_RATE / 3600
+    return sorted(((lbl, counts[lbl], hours[lbl]) for lbl in counts), key=lambda t: (-t[1], t[0]))
+
+
+def _html_table(columns, rows, table_id: str = "") -> str:
+    ident = f' id="{table_id}"' if table_id else ""
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in r) + "</tr>" for r in rows)
+    return f"<table{ident}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def backend_banner(rows: list[dict], preflight: dict | None) -> str:
+    backend = quality_backend(rows, preflight)
+    why = ((preflight or {}).get("quality") or {}).get("why") or ""
+    if backend == "audiobox":
+        return "<p class='ok'><strong>Quality scores: Audiobox Aesthetics (audiobox backend).</strong></p>"
+    return (f"<p class='warn'><strong>QUALITY SCORES COME FROM THE '{html.escape(backend.upper())}' BACKEND, "
+            f"NOT FROM AUDIOBOX AESTHETICS.</strong> {html.escape(str(why))}</p>")
+
+
+CSS = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
+table{border-collapse:collapse;margin:1em 0;font-size:0.9em}td,th{border:1px solid #bbb;padding:3px 7px}
+th{background:#eee}.warn{background:#ffd7d7;border:2px solid #c00000;padding:0.6em}
+.ok{background:#e2f0d9;border:1px solid #70ad47;padding:0.6em}img{max-width:100%}
+pre{background:#f4f4f4;padding:0.6em;overflow-x:auto;font-size:0.8em}"""
+
+
+def write_report(
+    out_dir: str,
+    rows: list[dict],
+    table: SummaryTable,
+    *,
+    stats: dict | None = None,
+    config: dict | None = None,
+    preflight: dict | None = None,
+    traces: list[dict] | None = None,
+    title: str = "Binaural dataset",
+) -> str:
+    """Render OUT/report/index.html (+ plots/*.png, table.json); returns the html path."""
+    report_dir = os.path.join(out_dir, "report")
+    plot_dir = os.path.join(report_dir, "plots")
+    os.makedirs(plot_dir, exist_ok=True)
+    funnel = funnel_rows(stats)
+    classes = class_rows(rows)
+    images = {"funnel": plot_funnel(funnel, os.path.join(plot_dir, "funnel.png")),
+              "classes": plot_classes(classes, os.path.join(plot_dir, "classes.png"))}
+    images.update(plot_distributions(rows, plot_dir))
+    clip_images = [plot_clip(t, os.path.join(plot_dir, f"clip_{i}.png")) for i, t in enumerate(traces or [])]
+
+    def img(name: str, alt: str) -> str:
+        return f"<p><img src='plots/{html.escape(name)}' alt='{html.escape(alt)}'></p>"
+
+    hours = sum(h for _, _, h in classes)
+    parts = [
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}: validation report</title>",
+        f"<style>{CSS}</style></head><body>",
+        f"<h1>{html.escape(title)}: validation report</h1>",
+        backend_banner(rows, preflight),
+        f"<p>{len(rows)} clips, {hours:.2f} hours, {len(classes)} classes.</p>",
+        "<h2>Summary (in the shape of SpatialV2A Table 2)</h2>",
+        _html_table(table.columns, table.rows, "table2"),
+        "<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in table.notes) + "</ul>",
+        "<h2>Funnel</h2>",
+        _html_table(("stage", "in", "kept", "dropped", "failed", "drop reasons", "wall (s)"),
+                    [(f["stage"], f["in"], f["kept"], f["dropped"], f["failed"],
+                      ", ".join(f"{k}: {v}" for k, v in sorted(f["reasons"].items())) or "-",
+                      "-" if f["wall_s"] is None else f"{float(f['wall_s']):.1f}") for f in funnel], "funnel")
+        if funnel else "<p>No OUT/stats.json: the funnel is unknown.</p>",
+        img(images["funnel"], "funnel"),
+        "<h2>Classes</h2>",
+        img(images["classes"], "per-class counts and hours"),
+        _html_table(("class", "clips", "hours"), [(c, n, f"{h:.3f}") for c, n, h in classes], "classes"),
+        "<h2>Distributions</h2>",
+        img(images["durations"], "durations"), img(images["silence"], "silent fraction"),
+        img(images["quality"], "quality scores"), img(images["spatial"], "spatial metrics"),
+        img(images["azimuth"], "azimuth"),
+        "<h2>ILD over time against the visual trajectory</h2>",
+        "".join(img(name, "clip trace") for name in clip_images) or "<p>No clips to show.</p>",
+        "<h2>Run</h2>",
+        "<h3>Stage preflight</h3><pre>" + html.escape(json.dumps(preflight or {}, indent=1, sort_keys=True,
+                                                                  default=str)) + "</pre>",
+        "<h3>Resolved configuration</h3><pre>" + html.escape(json.dumps(config or {}, indent=1, sort_keys=True,
+                                                                         default=str)) + "</pre>",
+        "</body></html>",
+    ]
+    path = os.path.join(report_dir, "index.html")
+    with open(path + ".tmp", "w", encoding="utf-8") as fh:
+        fh.write("\n".join(parts))
+    os.replace(path + ".tmp", path)
+    with open(os.path.join(report_dir, "table.json"), "w") as fh:
+        json.dump(table.to_dict(), fh, indent=1)
+    return path
