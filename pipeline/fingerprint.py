@@ -21,8 +21,13 @@ def digest(obj) -> str:
     return hashlib.sha256(blob).hexdigest()[:20]
 
 
-def stage_fingerprints(stages: list, sample_rate: int, chunk_size: int) -> tuple[dict, dict]:
-    """(measure_fp, stage_fp) per stage name, for stage instances in pipeline order."""
+def stage_fingerprints(stages: list, sample_rate: int, chunk_size: int, preflight: dict | None = None) -> tuple[dict, dict]:
+    """(measure_fp, stage_fp) per stage name, for stage instances in pipeline order.
+
+    `preflight` holds what each stage resolved before the run (e.g. which quality backend or checkpoint
+    `auto` found): it changes measurements, so it is part of the measure fingerprint.
+    """
+    preflight = preflight or {}
     measure_fp: dict[str, str] = {}
     stage_fp: dict[str, str] = {}
     previous = digest({"chunk_size": chunk_size})
@@ -35,6 +40,7 @@ def stage_fingerprints(stages: list, sample_rate: int, chunk_size: int) -> tuple
                 "settings": stage.measure_settings(),
                 "sample_rate": sample_rate,
                 "deps": deps,
+                "resolved": preflight.get(stage.name, {}),
             }
         )
         stage_fp[stage.name] = digest(

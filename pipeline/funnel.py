@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import glob
 import os
+import textwrap
 from collections import Counter
 
 import pyarrow.parquet as pq
@@ -56,5 +57,8 @@ def format_funnel(stats: dict) -> str:
         for reason, n in s["failed"].items():
             lines.append(f"{'':<14}failed: {reason} x{n}")
     for name, info in (stats.get("preflight") or {}).items():
-        lines.append(f"note [{name}]: " + ", ".join(f"{k}={v}" for k, v in info.items()))
+        head = ", ".join(f"{k}={v}" for k, v in info.items() if k != "why")
+        lines.append(f"note [{name}]: {head}")
+        if info.get("why"):
+            lines.extend(textwrap.wrap(str(info["why"]), 100, initial_indent="    ", subsequent_indent="    "))
     return "\n".join(lines)

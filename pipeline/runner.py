@@ -81,14 +81,16 @@ class Runner:
             if value is not None and value not in names:
                 raise ConfigError(f"{flag} {value}: not a stage of this run; stages: {names}")
         preflight = self._preflight()
+        self.ctx.extra["preflight"] = preflight  # workers use the driver's resolution, not their own
         manifest = read_input(self.req.input, self.ctx.media_root)
-        plans = self._plan(names)
+        plans = self._plan(names, preflight)
         os.makedirs(self.out, exist_ok=True)
         with RunLock(self.out):
             self._setup_logging()
             started = time.time()
             log.info("build started: %d input rows, %d rejected, stages %s", len(manifest.rows), len(manifest.rejected), names)
             chunks = self._write_run_header(manifest)
+            atomic_write_json(os.path.join(self.out, "preflight.json"), preflight)
             try:
                 for index, plan in enumerate(plans):
                     if plan.selected:
@@ -123,9 +125,9 @@ class Runner:
                     info[name] = result
         return info
 
-    def _plan(self, names: list[str]) -> list[StagePlan]:
+    def _plan(self, names: list[str], preflight: dict) -> list[StagePlan]:
         stages = [stage_class(n)(self.config.stage_params[n], self.ctx) for n in names]
-        measure_fp, stage_fp = stage_fingerprints(stages, self.config.run.sample_rate, self.config.run.chunk_size)
+        measure_fp, stage_fp = stage_fingerprints(stages, self.config.run.sample_rate, self.config.run.chunk_size, preflight)
         first = names.index(self.req.from_stage) if self.req.from_stage else 0
         plans = []
         for i, (name, stage) in enumerate(zip(names, stages)):

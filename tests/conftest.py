@@ -28,6 +28,20 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="session")
+def random_checkpoint(tmp_path_factory) -> str:
+    """The real Audiobox Aesthetics architecture with random weights, in checkpoint.pt's format.
+
+    No trained weights can be downloaded here; this exercises the real loading and scoring code.
+    """
+    from audioquality.audiobox import write_random_checkpoint
+
+    path = tmp_path_factory.getbasetemp() / "audiobox_random_seed0" / "checkpoint.pt"
+    if not path.exists():
+        write_random_checkpoint(str(path), seed=0)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
 def sample_dir(tmp_path_factory):
     from pipeline.sample import generate_sample
 
