@@ -50,13 +50,14 @@ def sample_dir(tmp_path_factory):
     return str(out)
 
 
-def build_run(sample: str, out: str, executor: str = "local", overrides: dict | None = None, **kwargs):
+def build_run(sample: str, out: str, executor: str = "local", overrides: dict | None = None,
+              input_override: str | None = None, **kwargs):
     from pipeline.config import load_config
     from pipeline.runner import BuildRequest, build
 
     config = load_config(SAMPLE_CONFIG, overrides or {})
     request = BuildRequest(
-        config=config, input=os.path.join(sample, "manifest.csv"), out=out, media_root=sample,
+        config=config, input=input_override or os.path.join(sample, "manifest.csv"), out=out, media_root=sample,
         executor=executor, progress=False, **kwargs,
     )
     return build(request)
