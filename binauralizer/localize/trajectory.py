@@ -1,0 +1,121 @@
+"""From heatmaps to a source trajectory: pixel track -> outlier repair -> azimuth/elevation.
+
+Conventions (project-wide): azimuth positive to the LEFT, elevation positive UP, 0 = straight
+ahead. A heatmap position u = cx / W in [0, 1] (0 = left edge) maps linearly to
+az = (0.5 - u) * fov_deg, i.e. (W/2 - cx) / W * fov, and v = cy / H to el = (0.5 - v) * vfov_deg
+(defaults 120 and 90 degrees, PseudoBinaural's -60..60 / -45..45).
+
+Outliers follow FoleySpace §III-C: frame-to-frame motion magnitudes above their 95th percentile
+mark the frame and its neighbours as unreliable; those coordinates are dropped and linearly
+interpolated from the kept ones, each dimension separately.
+
+Distance: a heatmap carries no depth, so the distance column is constant (`distance_m`, 1.0 m by
+default). A depth cue, when one exists, can be passed per frame to `trajectory_from_heatmaps`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.ndimage import gaussian_filter1d
+
+
+def track_positions(heatmaps: np.ndarray, rel_threshold: float = 0.5) -> np.ndarray:
+    """Per-frame source position (T, 2) as (u, v) fractions of width and height.
+
+    The centroid of the cells at or above `rel_threshold` x the frame's maximum (the peak
+    region): steadier than the arg-max on flat peaks and not pulled by weak clutter as a
+    whole-map centroid is. A frame with no heat gives NaN (filled later by interpolation).
+    """
+    maps = np.asarray(heatmaps, dtype=np.float64)
+    t, h, w = maps.shape
+    peak = maps.reshape(t, -1).max(axis=1)
+    mask = maps >= (rel_threshold * peak)[:, None, None]
+    weights = np.where(mask, maps, 0.0)
+    total = weights.sum(axis=(1, 2))
+    xs = (np.arange(w) + 0.5) / w
+    ys = (np.arange(h) + 0.5) / h
+    with np.errstate(invalid="ignore", divide="ignore"):
+        u = (weights.sum(axis=1) * xs).sum(axis=1) / total
+        v = (weights.sum(axis=2) * ys).sum(axis=1) / total
+    empty = ~(peak > 0)
+    u[empty] = np.nan
+    v[empty] = np.nan
+    return np.stack([u, v], axis=1)
+
+
+def outlier_frames(track: np.ndarray, percentile: float = 95.0) -> np.ndarray:
+    """Boolean (T,) mask of frames FoleySpace drops: a step above the percentile, and neighbours.
+
+    A step is the Euclidean motion between frames t-1 and t; when it exceeds the clip's
+    `percentile`-th step, frames t-1, t and t+1 are flagged. Steps that are all equal flag nothing.
+    """
+    track = np.asarray(track, dtype=np.float64)
+    n = track.shape[0]
+    bad = np.zeros(n, dtype=bool)
+    if n < 3:
+        return bad
+    steps = np.linalg.norm(np.diff(track, axis=0), axis=1)
+    finite = np.isfinite(steps)
+    if finite.sum() < 2:
+        return bad
+    limit = np.percentile(steps[finite], percentile)
+    for i in np.flatnonzero(finite & (steps > limit)):  # step i arrives at frame t = i + 1
+        bad[i : min(i + 3, n)] = True  # frames t-1, t, t+1
+    return bad
+
+
+def interpolate_gaps(track: np.ndarray, drop: np.ndarray) -> np.ndarray:
+    """Replace dropped or NaN rows by linear interpolation per column (edges hold the nearest)."""
+    track = np.array(track, dtype=np.float64, copy=True)
+    t = np.arange(track.shape[0])
+    for col in range(track.shape[1]):
+        keep = ~drop & np.isfinite(track[:, col])
+        if not keep.any():
+            track[:, col] = 0.5  # nothing usable at all: the picture centre
+            continue
+        track[:, col] = np.interp(t, t[keep], track[keep, col])
+    return track
+
+
+def to_direction(track: np.ndarray, fov_deg: float = 120.0, vfov_deg: float = 90.0) -> np.ndarray:
+    """(T, 2) fractions (u, v) -> (T, 2) degrees (azimuth left-positive, elevation up-positive)."""
+    track = np.asarray(track, dtype=np.float64)
+    az = (0.5 - track[:, 0]) * fov_deg
+    el = (0.5 - track[:, 1]) * vfov_deg
+    return np.stack([az, el], axis=1)
+
+
+def trajectory_from_heatmaps(
+    heatmaps: np.ndarray,
+    fov_deg: float = 120.0,
+    vfov_deg: float = 90.0,
+    smoothing: float = 1.0,
+    percentile: float = 95.0,
+    distance_m: float | np.ndarray = 1.0,
+) -> np.ndarray:
+    """Heatmaps (T, h, w) -> trajectory (T, 3): azimuth_deg, elevation_deg, distance_m (float32).
+
+    `smoothing` is the standard deviation, in frames, of a Gaussian applied after the outlier
+    repair (0 disables it). `distance_m` is a constant or a per-frame depth cue.
+    """
+    track = track_positions(heatmaps)
+    drop = outlier_frames(track, percentile)
+    track = interpolate_gaps(track, drop)
+    if smoothing and smoothing > 0 and track.shape[0] > 1:
+        track = gaussian_filter1d(track, sigma=float(smoothing), axis=0, mode="nearest")
+    direction = to_direction(track, fov_deg, vfov_deg)
+    distance = np.broadcast_to(np.asarray(distance_m, dtype=np.float64), (track.shape[0],))
+    return np.column_stack([direction, distance]).astype(np.float32)
+
+
+def confidence(heatmaps: np.ndarray) -> float:
+    """How peaked the heatmaps are, in [0, 1]: mean over frames of (max - mean) of each frame.
+
+    Heatmaps are normalised per clip, so a frame without evidence (flat or faint) scores near
+    0 and a single bright blob near 1.
+    """
+    maps = np.asarray(heatmaps, dtype=np.float64)
+    if maps.size == 0:
+        return 0.0
+    flat = maps.reshape(maps.shape[0], -1)
+    return float(np.clip(flat.max(axis=1) - flat.mean(axis=1), 0.0, 1.0).mean())

