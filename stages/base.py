@@ -64,6 +64,9 @@ class Stage:
     reads: ClassVar[tuple[str, ...]] = ()
     writes: ClassVar[tuple[str, ...]] = ()
     kind: ClassVar[str] = "task"
+    # settings that change where/how fast a stage runs, never its results (kept out of fingerprints);
+    # a stage whose results do depend on, say, batch_size (training) overrides this
+    resource_keys: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, params: Params, ctx: "RunContext"):
         self.params = params
@@ -130,7 +133,7 @@ class Stage:
 
     def measure_settings(self) -> dict[str, Any]:
         """The settings that change measurements: all but decision keys and resources."""
-        skip = set(self.decision_keys) | RESOURCE_KEYS
+        skip = set(self.decision_keys) | (self.resource_keys or RESOURCE_KEYS)
         return {k: v for k, v in dataclasses.asdict(self.params).items() if k not in skip}
 
     def decision_settings(self) -> dict[str, Any]:

@@ -130,3 +130,12 @@ def load_frames(ctx: RunContext, row: dict) -> np.ndarray:
 def clip_work_path(ctx: RunContext, stage: str, clip_id: str, name: str) -> str:
     """Path of a per-clip artefact a stage writes, e.g. work/localize/<clip>/traj.npy."""
     return os.path.join(ctx.work_dir(stage, clip_id), name)
+
+
+def binaural_file(ctx: RunContext, row: dict) -> str:
+    """Where a row's binaural audio lives: its binaural_path (relative to the run folder) when set
+    (render, convert), else the legacy work/convert/<clip_id>/binaural.npy."""
+    rel = row.get("binaural_path")
+    if isinstance(rel, str) and rel.strip():
+        return os.path.join(ctx.out, rel)
+    return os.path.join(ctx.work, "convert", str(row["clip_id"]), "binaural.npy")

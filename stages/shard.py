@@ -37,6 +37,7 @@ from output.shards import GiB, Entry, ShardWriter, check_key, check_split
 from stages.base import ConfigError, Params, Stage, StageError
 from stages.clipdata import load_audio
 from stages.media import FFMPEG, FFPROBE, _run, local_media
+from stages.clipdata import binaural_file
 
 VIDEO_MODES = ("copy_or_encode", "encode", "none")
 FLAC_SUBTYPES = ("PCM_16", "PCM_24")
@@ -201,7 +202,7 @@ class ShardStage(Stage):
     version = "1"
     Params = ShardParams
     kind = "global"
-    data_deps = ("ingest", "localize", "convert")
+    data_deps = ("ingest", "localize", "render", "convert")
     reads = ("clip_id", "video", "label", "caption", "split", "source_id", "window_start",
              "window_samples", "conversion_mode") + METRIC_COLUMNS
     writes = ("shard", "shard_index")
@@ -213,10 +214,10 @@ class ShardStage(Stage):
             video = os.path.join(self.ctx.media_root, video)
         return video
 
-    def _paths(self, clip_id: str) -> dict[str, str]:
+    def _paths(self, clip_id: str, row: dict | None = None) -> dict[str, str]:
         work = self.ctx.work
-        return {
-            "binaural": os.path.join(work, "convert", clip_id, "binaural.npy"),
+        return {  # binaural: the row's binaural_path (render, convert), else work/convert/<clip>/
+            "binaural": binaural_file(self.ctx, row or {"clip_id": clip_id}),
             "spatial": os.path.join(work, "localize", clip_id, "spatial.npy"),
             "traj": os.path.join(work, "localize", clip_id, "traj.npy"),
             "audio": os.path.join(work, "ingest", str(clip_id), "audio.npy"),
@@ -250,7 +251,7 @@ class ShardStage(Stage):
         }
 
     def fingerprint(self, row: dict) -> str:
-        paths = self._paths(row["clip_id"])
+        paths = self._paths(row["clip_id"], row)
         traj = _load_optional(paths["traj"], 3) if os.path.exists(paths["traj"]) else None
         audio_src = os.path.join(self.ctx.work, "ingest", str(row.get("source_id") or row["clip_id"]), "audio.npy")
         blob = json.dumps(_clean({
@@ -266,7 +267,7 @@ class ShardStage(Stage):
     # -- staging ---------------------------------------------------------------------------------------
     def stage_sample(self, row: dict, fingerprint: str) -> list[tuple[str, str]]:
         """Members as staged files (cached: a matching staged.json means they are ready)."""
-        paths = self._paths(row["clip_id"])
+        paths = self._paths(row["clip_id"], row)
         folder = paths["staging"]
         marker = os.path.join(folder, "staged.json")
         try:
@@ -282,7 +283,8 @@ class ShardStage(Stage):
         p, sr = self.params, self.ctx.sample_rate
         mono = load_audio(self.ctx, row)
         if not os.path.exists(paths["binaural"]):
-            raise StageError(f"missing {paths['binaural']}: rerun convert")
+            producer = "render or convert" if row.get("binaural_path") else "convert"
+            raise StageError(f"missing {paths['binaural']}: rerun {producer}")
         binaural = np.load(paths["binaural"], allow_pickle=False)
         if binaural.ndim != 2 or binaural.shape[0] != 2:
             raise StageError(f"binaural.npy has shape {tuple(binaural.shape)}, expected (2, N)")

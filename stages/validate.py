@@ -1,6 +1,7 @@
 """validate: binaural metrics per clip, then the report (OUT/report/) and the card (OUT/README.md).
 
-Per clip (from work/convert/<clip>/binaural.npy and work/localize/<clip>/traj.npy, the latter may
+Per clip (from the row's binaural_path, written by render or convert, else
+work/convert/<clip>/binaural.npy; and work/localize/<clip>/traj.npy, the latter may
 be absent -> lateral_agree null): iacc, ild_db, itd_ms, isd_db, ipd_rad, lateral_agree (definitions
 in binauralizer/metrics.py). The full per-clip metrics, including signed broadband ILD/ITD, go to
 OUT/report/clip_metrics.parquet.
@@ -30,6 +31,7 @@ from manifests.schema import rows_to_table
 from output.card import write_card
 from output.report import build_table, quality_backend, write_report
 from stages.base import ConfigError, Params, Stage, StageError
+from stages.clipdata import binaural_file
 
 COLUMNS = ("iacc", "ild_db", "itd_ms", "isd_db", "ipd_rad", "lateral_agree")
 DOWNMIX_MODES = ("auto", "dsp", "audiobox", "off")
@@ -90,7 +92,7 @@ class ValidateStage(Stage):
     version = "1"
     Params = ValidateParams
     kind = "global"
-    data_deps = ("localize", "convert")
+    data_deps = ("localize", "render", "convert")
     reads = ("clip_id", "label", "split", "window_samples", "frame_fps", "quality_backend")
     writes = COLUMNS
 
@@ -98,15 +100,16 @@ class ValidateStage(Stage):
     downmix_backend: str = ""
 
     # -- per clip ---------------------------------------------------------------------------------------
-    def _paths(self, clip_id: str) -> tuple[str, str]:
-        work = self.ctx.work
-        return (os.path.join(work, "convert", clip_id, "binaural.npy"),
-                os.path.join(work, "localize", clip_id, "traj.npy"))
+    def _paths(self, row: dict) -> tuple[str, str]:
+        """The row's binaural_path (render, convert) or work/convert/<clip>/binaural.npy; its traj."""
+        return (binaural_file(self.ctx, row),
+                os.path.join(self.ctx.work, "localize", str(row["clip_id"]), "traj.npy"))
 
     def _load(self, row: dict) -> tuple[np.ndarray, np.ndarray | None]:
-        binaural_path, traj_path = self._paths(str(row["clip_id"]))
+        binaural_path, traj_path = self._paths(row)
         if not os.path.exists(binaural_path):
-            raise StageError(f"missing {binaural_path}: rerun convert")
+            producer = "render or convert" if row.get("binaural_path") else "convert"
+            raise StageError(f"missing {binaural_path}: rerun {producer}")
         binaural = np.load(binaural_path, allow_pickle=False)
         traj = np.load(traj_path, allow_pickle=False) if os.path.exists(traj_path) else None
         return binaural, traj
