@@ -253,6 +253,11 @@ def plot_clip(trace: dict, path: str) -> str:
 # -- page -------------------------------------------------------------------------------------------
 
 
+def _total(counts) -> int:
+    """The runner's stats give {reason: n}; older or hand-made files may give a plain number."""
+    return sum(int(v) for v in counts.values()) if isinstance(counts, dict) else int(counts or 0)
+
+
 def funnel_rows(stats: dict | None) -> list[dict]:
     """OUT/stats.json's stages as rows; anything missing or malformed counts as 0."""
     stages = (stats or {}).get("stages") or {}
@@ -261,11 +266,11 @@ def funnel_rows(stats: dict | None) -> list[dict]:
         return rows
     for name, s in stages.items():
         s = s if isinstance(s, dict) else {}
-        dropped = s.get("dropped") or {}
-        dropped_total = sum(int(v) for v in dropped.values()) if isinstance(dropped, dict) else int(dropped or 0)
+        dropped, failed = s.get("dropped") or {}, s.get("failed") or {}
         rows.append({"stage": str(name), "in": int(s.get("in") or 0), "kept": int(s.get("kept") or 0),
-                     "dropped": dropped_total, "failed": int(s.get("failed") or 0),
-                     "reasons": dropped if isinstance(dropped, dict) else {},
+                     "dropped": _total(dropped), "failed": _total(failed),
+                     "reasons": {**(dropped if isinstance(dropped, dict) else {}),
+                                 **({f"failed: {k}": v for k, v in failed.items()} if isinstance(failed, dict) else {})},
                      "wall_s": s.get("wall_s")})
     return rows
 

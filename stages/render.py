@@ -8,11 +8,9 @@ section 3.2), or `direct` HRIR filtering; positions update every 40 ms with line
 localize's distance is a constant (heatmaps carry no depth), so it is ignored unless
 `use_distance` is set.
 
-Level: ONE gain for both ears, so interaural level differences survive. It makes the per-ear RMS,
-sqrt(mean(L^2 + R^2) / 2), equal the mono window's RMS (a centred source then plays at the mono's
-level in each ear and in the downmix (L + R) / 2), and is lowered if needed so no sample exceeds
-PEAK_CEILING (FLAC clips at full scale). A silent window renders to silence. (convert's modes
-instead make L + R equal the mono, i.e. each ear about 6 dB lower.)
+Level: the project's one convention (binauralizer.level, shared with convert): ONE gain for both
+ears, so interaural level differences survive, making the per-ear RMS equal the mono window's RMS,
+lowered if needed so no sample exceeds PEAK_CEILING. A silent window renders to silence.
 
 Writes work/render/<clip_id>/binaural.npy (float32 (2, N), row 0 = left) and the manifest columns
 conversion_mode = "sh" and binaural_path (relative to the run folder), which validate and shard read.
@@ -27,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from stages.base import ConfigError, Params, RunContext, Stage, StageError
+from binauralizer.level import match_level
 from stages.clipdata import atomic_save_npy, clip_work_path, load_audio
 
 log = logging.getLogger(__name__)
@@ -35,7 +34,6 @@ MODES = ("sh", "direct")
 DECODERS = ("lsq", "sampling", "magls")
 LAYOUTS = ("auto", "ring8", "tdesign")
 INTERPS = ("barycentric", "nearest")
-PEAK_CEILING = 0.99
 NO_TRAJECTORY = "no trajectory: run localize first"
 
 
@@ -126,17 +124,15 @@ class RenderStage(Stage):
         return traj
 
     def render(self, mono: np.ndarray, traj: np.ndarray, fps: float) -> np.ndarray:
-        """(2, N) float32 binaural of the mono window along traj, level-matched (see module doc)."""
-        from binauralizer.moving import render_trajectory
+        """(2, N) float32 binaural of the mono window along traj, level-matched (binauralizer.level)."""
+        from binauralizer.conversion import convert_sh
 
         p = self.params
-        times = np.arange(traj.shape[0]) / fps
-        binaural = render_trajectory(
-            mono, times, traj[:, 0], np.clip(traj[:, 1], -90.0, 90.0), traj[:, 2] if p.use_distance else None,
-            hrirs=self._hrirs, mode=p.mode, order=p.order, update_s=p.update_s, decoder=p.decoder,
-            layout=p.layout, interp=p.interp,
-        ).astype(np.float64)
-        return (binaural * level_gain(mono, binaural)).astype(np.float32)
+        traj = np.column_stack([traj[:, 0], np.clip(traj[:, 1], -90.0, 90.0),
+                                traj[:, 2] if p.use_distance else np.ones(len(traj))])
+        binaural = convert_sh(mono, traj, fps, self._hrirs, mode=p.mode, order=p.order, update_s=p.update_s,
+                              decoder=p.decoder, layout=p.layout, interp=p.interp)
+        return match_level(mono, binaural)
 
     def _measure_one(self, row: dict) -> dict:
         traj = self.trajectory(row)
@@ -154,14 +150,3 @@ class RenderStage(Stage):
         clip_id = str(row["clip_id"])
         atomic_save_npy(clip_work_path(self.ctx, self.name, clip_id, "binaural.npy"), np.ascontiguousarray(binaural))
         return {"conversion_mode": "sh", "binaural_path": f"work/{self.name}/{clip_id}/binaural.npy"}
-
-
-def level_gain(mono: np.ndarray, binaural: np.ndarray) -> float:
-    """The one gain for both ears: per-ear RMS = the mono's RMS, peak at most PEAK_CEILING; 0 for silence."""
-    level_in = float(np.sqrt(np.mean(np.square(mono, dtype=np.float64))))
-    level_out = float(np.sqrt(np.mean(np.square(binaural, dtype=np.float64))))
-    if level_in == 0.0 or level_out == 0.0:
-        return 0.0
-    gain = level_in / level_out
-    peak = float(np.max(np.abs(binaural)))
-    return min(gain, PEAK_CEILING / peak)

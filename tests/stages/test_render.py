@@ -11,7 +11,8 @@ from binauralizer import metrics as M
 from manifests.schema import STAGE_COLUMNS
 from stages.base import ConfigError, RunContext
 from stages.clipdata import atomic_save_npy
-from stages.render import NO_TRAJECTORY, PEAK_CEILING, RenderStage, level_gain
+from binauralizer.level import PEAK_CEILING, level_gain
+from stages.render import NO_TRAJECTORY, RenderStage
 from stages.validate import ValidateStage
 
 SR = 16000

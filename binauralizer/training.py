@@ -1,0 +1,358 @@
+"""Training the U-Net on seeded pseudo pairs: one process on CPU, DDP over Ray Train on GPUs.
+
+Resumable by construction: the batch of step s is scenes [s*B, (s+1)*B) of a seeded generator,
+the learning rate is a pure function of the step, and a checkpoint (model, optimiser, step,
+loss history) is written atomically every N steps. After a kill, training restarts from the last
+checkpoint and produces exactly the losses an uninterrupted run would have produced.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import hashlib
+import json
+import os
+import re
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from binauralizer import unet as unet_mod
+from binauralizer.pseudo_pairs import PairConfig, PseudoPairGenerator, collate
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 200
+    batch_size: int = 16
+    lr_visual: float = 5e-5
+    lr_audio: float = 5e-4
+    lr_fusion: float = 1e-3
+    weight_decay: float = 5e-4
+    lr_decay: float = 0.94  # multiplied in every `decay_every` steps (paper: every 5 epochs)
+    decay_every: int = 0  # 0 = constant learning rates
+    width: float = 1.0
+    frame_size: tuple[int, int] = (224, 448)
+    visual: str = "mobilenet_v2"
+    visual_checkpoint: str | None = None
+    freeze_visual: bool = True
+    apnet: bool = False
+    hrir: str = "kemar"
+    seed: int = 0
+    moving_prob: float = 0.0
+    camera_rotation_prob: float = 0.0
+    checkpoint_every: int = 50
+    keep_checkpoints: int = 2
+
+    def unet_config(self) -> unet_mod.UNetConfig:
+        return unet_mod.UNetConfig(width=self.width, visual=self.visual, visual_checkpoint=self.visual_checkpoint,
+                                   freeze_visual=self.freeze_visual, frame_size=tuple(self.frame_size), apnet=self.apnet)
+
+    def pair_config(self) -> PairConfig:
+        return PairConfig(moving_prob=self.moving_prob, camera_rotation_prob=self.camera_rotation_prob)
+
+    def fingerprint(self) -> str:
+        """Identity of a training run: every field except those that only say how long/how often."""
+        d = dataclasses.asdict(self)
+        for k in ("steps", "checkpoint_every", "keep_checkpoints"):
+            d.pop(k)
+        d["frame_size"] = list(d["frame_size"])
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# Paper scale (configs/binauralvggsound.yaml) and the tiny configuration (sample run, tests).
+PAPER = TrainConfig(steps=60000, batch_size=192, width=1.0, frame_size=(224, 448), visual="mobilenet_v2",
+                    freeze_visual=False, decay_every=5000, checkpoint_every=1000)
+TINY = TrainConfig(steps=150, batch_size=16, width=0.125, frame_size=(112, 224), lr_audio=2e-3, lr_fusion=2e-3,
+                   checkpoint_every=50)
+
+
+# ---------------------------------------------------------------------------------------------
+# Batches and the step
+# ---------------------------------------------------------------------------------------------
+
+
+def batch_indices(step: int, batch_size: int, rank: int = 0, world_size: int = 1) -> list[int]:
+    """Scene indices for one step: the global batch is fixed by the step, ranks take slices."""
+    start = step * batch_size
+    return list(range(start + rank, start + batch_size, world_size))
+
+
+def spectrogram_batch(batch: dict[str, torch.Tensor], device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(mix, diff, frames): mix and L-R spectrograms as (B, 2, 256, 64) channels."""
+    mixture = batch["mixture"].to(device)
+    binaural = batch["binaural"].to(device)
+    mix = unet_mod.complex_to_channels(unet_mod.stft(mixture))
+    diff = unet_mod.complex_to_channels(unet_mod.stft(binaural[:, 0] - binaural[:, 1]))
+    return mix, diff, batch["frame"].to(device)
+
+
+def make_optimizer(model: unet_mod.AudioVisualUNet, cfg: TrainConfig) -> torch.optim.Optimizer:
+    groups = model.parameter_groups()
+    lrs = {"visual": cfg.lr_visual, "audio": cfg.lr_audio, "fusion": cfg.lr_fusion}
+    param_groups = [{"params": groups[k], "lr": lrs[k], "name": k, "base_lr": lrs[k]} for k in lrs if groups[k]]
+    return torch.optim.Adam(param_groups, weight_decay=cfg.weight_decay)
+
+
+def _set_lr(opt: torch.optim.Optimizer, cfg: TrainConfig, step: int) -> None:
+    factor = cfg.lr_decay ** (step // cfg.decay_every) if cfg.decay_every else 1.0
+    for g in opt.param_groups:
+        g["lr"] = g["base_lr"] * factor
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints and the loss curve
+# ---------------------------------------------------------------------------------------------
+
+
+def _atomic_torch_save(obj, path: str) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _atomic_write_text(path: str, text: str) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def checkpoint_dir(out_dir: str) -> str:
+    return os.path.join(out_dir, "checkpoints")
+
+
+def latest_checkpoint(out_dir: str, fingerprint: str, max_step: int | None = None) -> str | None:
+    """Newest checkpoint of this training identity, at most `max_step` (others are never resumed)."""
+    found = []
+    for path in glob.glob(os.path.join(checkpoint_dir(out_dir), f"{fingerprint}_step*.pt")):
+        m = re.search(r"_step(\d+)\.pt$", path)
+        if m and (max_step is None or int(m.group(1)) <= max_step):
+            found.append((int(m.group(1)), path))
+    return max(found)[1] if found else None
+
+
+def write_loss_curve(out_dir: str, history: list[dict], png: bool = True) -> None:
+    """loss_curve.json (every step) and loss_curve.png in the run's train folder."""
+    _atomic_write_text(os.path.join(out_dir, "loss_curve.json"), json.dumps({"history": history}, indent=1))
+    if not png or not history:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    steps = [h["step"] for h in history]
+    keys = [k for k in history[0] if k != "step"]
+    if keys == ["diff", "total"]:  # no APNet: the total is the diff loss
+        keys = ["total"]
+    for key in keys:
+        values = np.array([h[key] for h in history])
+        line, = ax.plot(steps, values, label=key, lw=0.8, alpha=0.5)
+        k = min(len(values), 10)  # 10-step moving average: the trend under the batch noise
+        ax.plot(steps[k - 1:], np.convolve(values, np.ones(k) / k, mode="valid"), color=line.get_color(), lw=1.8)
+    ax.set_xlabel("step")
+    ax.set_ylabel("L1 loss")
+    ax.set_yscale("log")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=".png")
+    os.close(fd)
+    fig.savefig(tmp, metadata={"Software": None})
+    plt.close(fig)
+    os.replace(tmp, os.path.join(out_dir, "loss_curve.png"))
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+# ---------------------------------------------------------------------------------------------
+
+
+def load_hrirs(name: str):
+    from binauralizer import hrir
+
+    return hrir.load_hrirs(name)
+
+
+def train(cfg: TrainConfig, pool, out_dir: str, hrirs=None, device: str | torch.device = "cpu",
+          rank: int = 0, world_size: int = 1, log: Callable[[str], None] | None = None) -> dict:
+    """Train (or resume) to `cfg.steps`; rank 0 writes checkpoints, model.pt and the loss curve.
+
+    When torch.distributed is initialised (Ray Train or torchrun) the model is wrapped in DDP and
+    each rank renders its slice of every global batch.
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    device = torch.device(device)
+    hrirs = hrirs if hrirs is not None else load_hrirs(cfg.hrir)
+    generator = PseudoPairGenerator(pool, hrirs, seed=cfg.seed, config=cfg.pair_config())
+    torch.manual_seed(cfg.seed)
+    model = unet_mod.AudioVisualUNet(cfg.unet_config()).to(device)
+    opt = make_optimizer(model, cfg)
+    fp = cfg.fingerprint()
+    start, history = 0, []
+    resume = latest_checkpoint(out_dir, fp, cfg.steps)
+    if resume:
+        state = torch.load(resume, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        start, history = int(state["step"]), list(state["history"])
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    net = model
+    if distributed:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    use_amp = device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    net.train()
+    t0 = time.perf_counter()
+    for step in range(start, cfg.steps):
+        _set_lr(opt, cfg, step)
+        scenes = [generator[i] for i in batch_indices(step, cfg.batch_size, rank, world_size)]
+        mix, diff, frames = spectrogram_batch(collate(scenes), device)
+        with torch.autocast(device.type, enabled=use_amp):
+            out = net(mix, frames)
+        parts = unet_mod.losses({k: v.float() for k, v in out.items()}, mix, diff)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(parts["total"]).backward()
+        scaler.step(opt)
+        scaler.update()
+        values = torch.stack([p.detach().float() for p in parts.values()])
+        if distributed:
+            torch.distributed.all_reduce(values)
+            values /= world_size
+        history.append({"step": step + 1, **{k: float(v) for k, v in zip(parts, values)}})
+        done = step + 1
+        if rank == 0 and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
+            _save_checkpoint(out_dir, fp, model, opt, done, history, cfg)
+        if log and rank == 0 and (done % max(1, cfg.steps // 10) == 0):
+            log(f"train_unet step {done}/{cfg.steps} loss {history[-1]['total']:.4f}")
+    elapsed = time.perf_counter() - t0
+    result = {"steps": cfg.steps, "resumed_from": start, "final_loss": history[-1]["total"] if history else None,
+              "seconds": elapsed, "steps_per_s": (cfg.steps - start) / elapsed if elapsed > 0 else None}
+    if rank == 0:
+        unet_mod.save_model(model, os.path.join(out_dir, "model.pt"))
+        write_loss_curve(out_dir, history)
+        _atomic_write_text(os.path.join(out_dir, "train_summary.json"),
+                           json.dumps({**result, "seconds": None, "steps_per_s": None, "fingerprint": fp,
+                                       "config": _jsonable(cfg)}, indent=1, sort_keys=True))
+    return result
+
+
+def _jsonable(cfg: TrainConfig) -> dict:
+    d = dataclasses.asdict(cfg)
+    d["frame_size"] = list(d["frame_size"])
+    return d
+
+
+def _save_checkpoint(out_dir, fp, model, opt, step, history, cfg) -> None:
+    path = os.path.join(checkpoint_dir(out_dir), f"{fp}_step{step:08d}.pt")
+    _atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                        "history": history, "config": _jsonable(cfg)}, path)
+    write_loss_curve(out_dir, history, png=False)
+    old = sorted(glob.glob(os.path.join(checkpoint_dir(out_dir), f"{fp}_step*.pt")))[: -cfg.keep_checkpoints]
+    for p in old:
+        os.unlink(p)
+
+
+# ---------------------------------------------------------------------------------------------
+# Ray Train: one worker per GPU, torch DDP
+# ---------------------------------------------------------------------------------------------
+
+
+def _ray_worker_loop(loop_config: dict) -> None:
+    import ray.train
+    import ray.train.torch
+
+    ctx = ray.train.get_context()
+    cfg = TrainConfig(**{**loop_config["config"], "frame_size": tuple(loop_config["config"]["frame_size"])})
+    pool = loop_config["pool_factory"]()
+    device = ray.train.torch.get_device()
+    result = train(cfg, pool, loop_config["out_dir"], device=device, rank=ctx.get_world_rank(),
+                   world_size=ctx.get_world_size())
+    ray.train.report({k: v for k, v in result.items() if isinstance(v, (int, float)) and v is not None})
+
+
+def train_with_ray(cfg: TrainConfig, pool_factory: Callable[[], list], out_dir: str, num_workers: int,
+                   use_gpu: bool, storage_path: str | None = None) -> dict:
+    """Data-parallel training over `num_workers` Ray Train workers (one GPU each when use_gpu).
+
+    `pool_factory` is a picklable callable each worker calls to load its source pool (clips are
+    read where the worker runs, not shipped through the driver). `out_dir` must be visible to
+    every worker (the run folder on shared storage); rank 0 writes checkpoints and the model.
+    """
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    trainer = TorchTrainer(
+        _ray_worker_loop,
+        train_loop_config={"config": _jsonable(cfg), "pool_factory": pool_factory, "out_dir": os.path.abspath(out_dir)},
+        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        run_config=RunConfig(name=f"train_unet_{cfg.fingerprint()}",
+                             storage_path=storage_path or os.path.join(os.path.abspath(out_dir), "ray_results")),
+    )
+    result = trainer.fit()
+    if result.error:
+        raise result.error
+    with open(os.path.join(out_dir, "train_summary.json")) as fh:  # written by rank 0
+        return json.load(fh)
+
+
+# ---------------------------------------------------------------------------------------------
+# A shared tiny model for tests, benchmarks and the evaluation (cached on disk)
+# ---------------------------------------------------------------------------------------------
+
+_SOURCES = ("unet.py", "training.py", "pseudo_pairs.py", "backbones.py", "sh_render.py", "hrir.py")
+
+
+def tiny_model_path(cache_root: str | None = None, cfg: TrainConfig = TINY, pool_seed: int = 0, pool_size: int = 12) -> str:
+    """Train the tiny configuration on the synthetic pool once and cache it; returns model.pt.
+
+    The cache key covers the configuration and the source of every module that shapes the
+    result, so a code change retrains instead of reusing a stale model.
+    """
+    from binauralizer.pseudo_pairs import synthetic_pool
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    h = hashlib.sha256(cfg.fingerprint().encode() + f"{cfg.steps}/{pool_seed}/{pool_size}".encode())
+    for name in _SOURCES:
+        p = os.path.join(here, name)
+        if os.path.exists(p):
+            h.update(open(p, "rb").read())
+    root = cache_root or os.path.join(tempfile.gettempdir(), "binauralvgg-tiny-unet")
+    out_dir = os.path.join(root, h.hexdigest()[:16])
+    model_path = os.path.join(out_dir, "model.pt")
+    if not os.path.exists(model_path):
+        import fcntl
+
+        os.makedirs(out_dir, exist_ok=True)
+        with open(os.path.join(out_dir, ".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # concurrent test processes train it once
+            if not os.path.exists(model_path):
+                threads = torch.get_num_threads()
+                torch.set_num_threads(1)  # robust on a shared machine (2 threads spin against other work)
+                try:
+                    train(cfg, synthetic_pool(pool_size, seed=pool_seed), out_dir)
+                finally:
+                    torch.set_num_threads(threads)
+                import shutil
+
+                shutil.rmtree(checkpoint_dir(out_dir), ignore_errors=True)  # the cache keeps the model only
+                for other in os.listdir(root):  # models of older code versions
+                    if other != os.path.basename(out_dir):
+                        shutil.rmtree(os.path.join(root, other), ignore_errors=True)
+    return model_path

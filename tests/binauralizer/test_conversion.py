@@ -1,0 +1,87 @@
+"""Conversion: sliding windows, one shared gain, determinism, and the honest evaluation."""
+
+import os
+import sys
+
+import numpy as np
+
+from binauralizer.level import match_level
+import pytest
+import torch
+
+from binauralizer import metrics
+from binauralizer.conversion import (
+    HOP,
+    WINDOW,
+    ClipInput,
+    UNetConverter,
+    convert_mono,
+    convert_sh,
+    window_starts,
+)
+from binauralizer.hrir import load_hrirs
+from binauralizer.pseudo_pairs import synthetic_pool
+from binauralizer.training import tiny_model_path
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from benchmarks import eval_conversion  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    """The tiny configuration trained once per machine (cached on disk, keyed by the code)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield tiny_model_path()
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def clips():
+    return [ClipInput(c.audio, c.frames, c.fps) for c in synthetic_pool(3, seed=4, seconds=2.5)]
+
+
+def test_windows_cover_the_clip_with_a_tenth_of_a_second_hop():
+    starts = window_starts(40000)
+    assert starts[:3] == [0, HOP, 2 * HOP] and starts[-1] == 40000 - WINDOW
+    assert window_starts(5000) == [0]
+
+
+def test_unet_conversion_is_deterministic_and_batch_independent(tiny_model, clips):
+    conv = UNetConverter.from_file(tiny_model, batch_size=16)
+    a = conv.convert(clips)
+    b = conv.convert(clips)
+    alone = conv.convert(clips[1:2])
+    assert all(x.tobytes() == y.tobytes() for x, y in zip(a, b))
+    assert a[1].tobytes() == alone[0].tobytes()
+    for clip, out in zip(clips, a):
+        assert out.shape == (2, len(clip.audio)) and out.dtype == np.float32
+        assert np.allclose(out[0] + out[1], clip.audio, atol=1e-6)  # L + R = the input
+        assert not np.allclose(out[0], out[1], atol=1e-4)  # and it is not mono
+
+
+def test_one_shared_gain_keeps_level_differences(tiny_model, clips):
+    conv = UNetConverter.from_file(tiny_model, batch_size=16)
+    quiet = ClipInput(clips[0].audio * 0.01, clips[0].frames, clips[0].fps)
+    loud, soft = conv.convert([clips[0], quiet])
+    assert np.allclose(soft * 100, loud, atol=1e-5)  # the whole clip scales; ILD is unchanged
+    assert metrics.broadband_ild_db(soft) == pytest.approx(metrics.broadband_ild_db(loud), abs=1e-3)
+
+
+def test_mono_and_sh_modes():
+    x = synthetic_pool(1, seed=5, seconds=1.0)[0].audio
+    mono = convert_mono(x)
+    assert np.array_equal(mono[0], mono[1]) and np.array_equal(mono[0], x.astype(np.float32))
+    traj = np.array([[60.0, 0.0, 1.0], [-60.0, 0.0, 1.0]])  # left to right over the clip (fps 1)
+    out = match_level(x, convert_sh(x, traj, 1.0, load_hrirs("kemar")))
+    assert out.shape == (2, len(x)) and np.sqrt(np.mean(out**2)) == pytest.approx(np.sqrt(np.mean(x**2)), rel=1e-4)
+    assert metrics.broadband_ild_db(out[:, :3000]) > 2 and metrics.broadband_ild_db(out[:, -3000:]) < -2
+
+
+def test_honest_evaluation_unet_beats_mono_and_finds_the_side(tiny_model):
+    result = eval_conversion.evaluate(tiny_model)
+    print("\n" + eval_conversion.markdown(result))
+    assert result["unet"]["n_off_centre"] >= 20
+    assert result["unet"]["stft_distance"] < result["mono"]["stft_distance"]
+    assert result["unet"]["side_agreement"] >= 0.8
+    assert result["sh"]["side_agreement"] >= 0.8  # the oracle-position rendering through another head
