@@ -350,7 +350,7 @@ class Runner:
             counts = stage_counts(self.out, plan.name)
             wall_s = plan.wall_s if plan.wall_s is not None else previous.get(plan.name, {}).get("wall_s")
             stats["stages"][plan.name] = {**counts, "wall_s": None if wall_s is None else round(wall_s, 3), "state": plan.state}
-        atomic_write_json(path, stats)
+        atomic_write_json(path, stats, sort_keys=False)  # stages in pipeline order
         return stats
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import glob
 import os
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SAMPLE_CONFIG = os.path.join(ROOT, "configs", "sample.yaml")
+# Tests never reach a model hub: no connection checks, no downloads (the pipeline works offline).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from runhelpers import build_run
 
 
 def pytest_collection_modifyitems(config, items):
@@ -50,35 +51,8 @@ def sample_dir(tmp_path_factory):
     return str(out)
 
 
-def build_run(sample: str, out: str, executor: str = "local", overrides: dict | None = None,
-              input_override: str | None = None, **kwargs):
-    from pipeline.config import load_config
-    from pipeline.runner import BuildRequest, build
-
-    config = load_config(SAMPLE_CONFIG, overrides or {})
-    request = BuildRequest(
-        config=config, input=input_override or os.path.join(sample, "manifest.csv"), out=out, media_root=sample,
-        executor=executor, progress=False, **kwargs,
-    )
-    return build(request)
-
-
 @pytest.fixture(scope="session")
 def local_run(sample_dir, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("run_local"))
     stats = build_run(sample_dir, out, "local")
     return out, stats
-
-
-def copy_run(src: str, dst: str) -> str:
-    """Copy a run folder with hard links: every write in a run is a rename, so links are safe."""
-    import shutil
-
-    shutil.copytree(src, dst, copy_function=os.link)
-    return dst
-
-
-def manifest_bytes(out: str) -> dict[str, bytes]:
-    """Every stage manifest of a run folder, by relative path."""
-    files = sorted(glob.glob(os.path.join(out, "manifests", "*", "*.parquet")))
-    return {os.path.relpath(f, out): open(f, "rb").read() for f in files}

@@ -74,7 +74,10 @@ def test_mono_and_sh_modes():
     assert np.array_equal(mono[0], mono[1]) and np.array_equal(mono[0], x.astype(np.float32))
     traj = np.array([[60.0, 0.0, 1.0], [-60.0, 0.0, 1.0]])  # left to right over the clip (fps 1)
     out = match_level(x, convert_sh(x, traj, 1.0, load_hrirs("kemar")))
-    assert out.shape == (2, len(x)) and np.sqrt(np.mean(out**2)) == pytest.approx(np.sqrt(np.mean(x**2)), rel=1e-4)
+    assert out.shape == (2, len(x))
+    # per-ear RMS = the mono's, unless that would clip: then the peak sits at the ceiling
+    rms_matched = np.sqrt(np.mean(out.astype(np.float64) ** 2)) == pytest.approx(np.sqrt(np.mean(x**2)), rel=1e-4)
+    assert rms_matched or np.max(np.abs(out)) == pytest.approx(0.99, rel=1e-5)
     assert metrics.broadband_ild_db(out[:, :3000]) > 2 and metrics.broadband_ild_db(out[:, -3000:]) < -2
 
 

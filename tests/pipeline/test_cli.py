@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT
+from runhelpers import ROOT
 
 
 def cli(*args, timeout=120):

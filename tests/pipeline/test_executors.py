@@ -6,7 +6,7 @@ import sys
 
 import pyarrow.parquet as pq
 
-from conftest import ROOT, SAMPLE_CONFIG, build_run, manifest_bytes
+from runhelpers import ROOT, SAMPLE_CONFIG, build_run, manifest_bytes
 
 
 def test_ray_and_local_give_identical_manifests(local_run, sample_dir, tmp_path):

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from conftest import build_run, manifest_bytes
+from runhelpers import build_run, manifest_bytes
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import time
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import ROOT, SAMPLE_CONFIG, build_run, copy_run, manifest_bytes
+from runhelpers import FAST_STAGES, ROOT, SAMPLE_CONFIG, build_run, copy_run, manifest_bytes
 from pipeline.lock import RunLock, RunLockedError
 from stages.base import ConfigError
 
@@ -130,7 +130,7 @@ def test_sigkill_mid_stage_then_rerun_equals_uninterrupted_run(local_run, sample
     cmd = [
         sys.executable, "-m", "pipeline", "build", "--config", SAMPLE_CONFIG, "--input",
         os.path.join(sample_dir, "manifest.csv"), "--media-root", sample_dir, "--out", killed,
-        "--executor", "local", "--no-progress",
+        "--executor", "local", "--no-progress", "--set", f"run.stages={FAST_STAGES}",
     ]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     marker = os.path.join(killed, "completions", "ingest", "chunk-00000.json")

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from binauralizer.localize.evaluate import score_clip
-from conftest import copy_run
+from runhelpers import copy_run
 from stages.base import ConfigError, RunContext
 from stages.localize import LocalizeStage
 
