@@ -92,9 +92,29 @@ def run() -> dict:
             )
             worker = json.loads(proc.stdout.strip().splitlines()[-1])
             results[f"audiobox_cpu_bs{bs}"] = worker
+        results["sample_run_share"] = _share_of_sample_run(checkpoint, tmp)
     results["peak_memory_note"] = "peak_rss_mb = ru_maxrss of a fresh subprocess per batch size (one actor)"
     results["dsp_clips_per_s"] = _dsp_speed()
     return results
+
+
+def _share_of_sample_run(checkpoint: str, tmp: str) -> dict:
+    """The sample run (ingest..quality, Ray, Audiobox architecture) and the share of its wall time in quality."""
+    from pipeline.config import load_config
+    from pipeline.runner import BuildRequest, build
+    from pipeline.sample import generate_sample
+
+    sample = os.path.join(tmp, "sample")
+    generate_sample(sample, clips=24, seed=0)
+    config = load_config(os.path.join(ROOT, "configs", "sample.yaml"), {
+        "run.stages": ["ingest", "duration", "silence", "quality"],
+        "stages.quality.backend": "audiobox", "stages.quality.checkpoint": checkpoint,
+    })
+    stats = build(BuildRequest(config=config, input=os.path.join(sample, "manifest.csv"), out=os.path.join(tmp, "run"),
+                               media_root=sample, executor="ray", progress=False))
+    walls = {name: s["wall_s"] or 0.0 for name, s in stats["stages"].items()}
+    return {"stage_wall_s": walls, "quality_share": round(walls["quality"] / sum(walls.values()), 3),
+            "clips_scored": stats["stages"]["quality"]["in"]}
 
 
 if __name__ == "__main__":

@@ -9,8 +9,11 @@ Splitting the two is what lets `--only silence` with a new threshold re-decide w
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
+
+log = logging.getLogger("pipeline.stages")
 
 KEPT, DROPPED, FAILED = "kept", "dropped", "failed"
 STATUSES = (KEPT, DROPPED, FAILED)
@@ -91,10 +94,23 @@ class Stage:
     def measure(self, rows: list[dict]) -> list[dict]:
         """Return one dict of measurement columns per input row, in order.
 
-        A row that cannot be measured returns `{"_error": "readable reason"}` (or raise
-        StageError for a single-row batch). Never let one bad clip fail the batch.
+        A row that cannot be measured returns `{"_error": "readable reason"}`. The default calls
+        `measure_one` per row and turns its exceptions into reasons; batch stages (models) override.
         """
-        return [{} for _ in rows]
+        return [self._measure_guarded(row) for row in rows]
+
+    def measure_one(self, row: dict) -> dict:
+        """One row's measurement columns; raise StageError("readable reason") for bad input."""
+        return {}
+
+    def _measure_guarded(self, row: dict) -> dict:
+        try:
+            return self.measure_one(row)
+        except (StageError, ValueError, OSError) as exc:  # bad or missing input: its own words
+            return {"_error": str(exc)}
+        except Exception as exc:  # noqa: BLE001 - one clip must not fail the batch
+            log.exception("%s: clip %s failed", self.name, row.get("clip_id"))
+            return {"_error": f"{type(exc).__name__}: {exc}"}
 
     def decide(self, row: dict) -> tuple[str, str]:
         """(status, reason) from a row that already holds this stage's measurements."""

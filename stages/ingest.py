@@ -56,16 +56,7 @@ class IngestStage(Stage):
 
         require_ffmpeg()
 
-    def measure(self, rows: list[dict]) -> list[dict]:
-        return [self._one(row) for row in rows]
-
-    def _one(self, row: dict) -> dict:
-        try:
-            return self._ingest(row)
-        except StageError as exc:
-            return {"_error": str(exc)}
-
-    def _ingest(self, row: dict) -> dict:
+    def measure_one(self, row: dict) -> dict:
         p = self.params
         start, end = row.get("start"), row.get("end")
         if p.max_seconds:

@@ -106,21 +106,7 @@ class LocalizeStage(Stage):
             log.warning("localize: num_gpus=%s but no CUDA device is visible; running on CPU", self.params.num_gpus)
         return "cpu"
 
-    def measure(self, rows: list[dict]) -> list[dict]:
-        if not hasattr(self, "localiser"):
-            self.setup()
-        out = []
-        for row in rows:
-            try:
-                out.append(self._measure_one(row))
-            except (StageError, ValueError, OSError) as exc:  # bad or missing input: a readable reason
-                out.append({"_error": f"localize: {exc}"})
-            except Exception as exc:  # noqa: BLE001  a model failure on one clip must not fail the batch
-                log.exception("localize: %s failed", row.get("clip_id"))
-                out.append({"_error": f"localize: {type(exc).__name__}: {exc}"})
-        return out
-
-    def _measure_one(self, row: dict) -> dict:
+    def measure_one(self, row: dict) -> dict:
         from binauralizer.localize import spatial_features, trajectory_from_heatmaps
         from binauralizer.localize.trajectory import confidence
 

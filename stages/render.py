@@ -97,20 +97,6 @@ class RenderStage(Stage):
     def setup(self) -> None:
         self._hrirs = _load_hrirs(self.params.hrir)
 
-    def measure(self, rows: list[dict]) -> list[dict]:
-        if not hasattr(self, "_hrirs"):
-            self.setup()
-        out = []
-        for row in rows:
-            try:
-                out.append(self._measure_one(row))
-            except (StageError, ValueError, OSError) as exc:  # bad or missing input: a readable reason
-                out.append({"_error": f"render: {exc}"})
-            except Exception as exc:  # noqa: BLE001  one clip must not fail the batch
-                log.exception("render: %s failed", row.get("clip_id"))
-                out.append({"_error": f"render: {type(exc).__name__}: {exc}"})
-        return out
-
     def trajectory(self, row: dict) -> np.ndarray | None:
         """The clip's (T, 3) trajectory from localize, None when localize left none."""
         path = os.path.join(self.ctx.work, "localize", str(row["clip_id"]), "traj.npy")
@@ -134,7 +120,7 @@ class RenderStage(Stage):
                               decoder=p.decoder, layout=p.layout, interp=p.interp)
         return match_level(mono, binaural)
 
-    def _measure_one(self, row: dict) -> dict:
+    def measure_one(self, row: dict) -> dict:
         traj = self.trajectory(row)
         if traj is None:
             return {"_error": NO_TRAJECTORY}

@@ -36,3 +36,18 @@ def manifest_bytes(out: str) -> dict[str, bytes]:
     """Every stage manifest of a run folder, by relative path."""
     files = sorted(glob.glob(os.path.join(out, "manifests", "*", "*.parquet")))
     return {os.path.relpath(f, out): open(f, "rb").read() for f in files}
+
+
+def write_ingested(out, clips) -> list[dict]:
+    """What ingest leaves for each clip (work/ingest/<id>/audio.npy, frames.npy) and its manifest row."""
+    import numpy as np
+
+    rows = []
+    for clip in clips:
+        folder = os.path.join(str(out), "work", "ingest", clip.clip_id)
+        os.makedirs(folder)
+        np.save(os.path.join(folder, "audio.npy"), clip.audio)
+        np.save(os.path.join(folder, "frames.npy"), clip.frames)
+        rows.append({"clip_id": clip.clip_id, "source_id": clip.clip_id, "window_start": 0,
+                     "window_samples": len(clip.audio), "frame_fps": clip.fps})
+    return rows

@@ -1,6 +1,8 @@
 """Pseudo pairs: reproducible scenes whose picture and binaural audio agree on direction."""
 
 import numpy as np
+
+from runhelpers import write_ingested
 import pytest
 import torch
 
@@ -107,14 +109,7 @@ def test_iterable_dataset_shards_over_workers(generator):
 def test_pool_from_a_run_folder(tmp_path, kemar):
     ctx = RunContext(out=str(tmp_path))
     src = synthetic_pool(2, seed=2)
-    rows = []
-    for clip in src:
-        folder = tmp_path / "work" / "ingest" / clip.clip_id
-        folder.mkdir(parents=True)
-        np.save(folder / "audio.npy", clip.audio)
-        np.save(folder / "frames.npy", clip.frames)
-        rows.append({"clip_id": clip.clip_id, "source_id": clip.clip_id, "window_start": 0,
-                     "window_samples": len(clip.audio), "frame_fps": clip.fps})
+    rows = write_ingested(tmp_path, src)
     rows.append({"clip_id": "gone", "source_id": "gone", "window_start": 0, "window_samples": 100})
     heat = np.zeros((16, 7, 9), np.float32)
     heat[:, 1, 1] = 1.0

@@ -7,6 +7,7 @@ import torch
 from binauralizer import metrics
 from binauralizer.pseudo_pairs import synthetic_pool
 from binauralizer.training import TrainConfig, train
+from runhelpers import write_ingested
 from stages.base import ConfigError, RunContext
 from stages.convert import ConvertStage
 
@@ -14,15 +15,7 @@ from stages.convert import ConvertStage
 def make_run(tmp_path, n=3):
     """A run folder holding what ingest writes: work/ingest/<id>/audio.npy and frames.npy."""
     ctx = RunContext(out=str(tmp_path))
-    rows = []
-    for clip in synthetic_pool(n, seed=9, seconds=1.5):
-        folder = tmp_path / "work" / "ingest" / clip.clip_id
-        folder.mkdir(parents=True)
-        np.save(folder / "audio.npy", clip.audio)
-        np.save(folder / "frames.npy", clip.frames)
-        rows.append({"clip_id": clip.clip_id, "source_id": clip.clip_id, "window_start": 0,
-                     "window_samples": len(clip.audio), "frame_fps": clip.fps})
-    return ctx, rows
+    return ctx, write_ingested(tmp_path, synthetic_pool(n, seed=9, seconds=1.5))
 
 
 @pytest.fixture(autouse=True)

@@ -20,7 +20,9 @@ def kept_rows(out: str, stage: str = "silence") -> list[dict]:
 
 
 def make_stage(out: str, **params) -> LocalizeStage:
-    return LocalizeStage(LocalizeStage.params_from(params), RunContext(out=out))
+    stage = LocalizeStage(LocalizeStage.params_from(params), RunContext(out=out))
+    stage.setup()  # as every executor does before measuring
+    return stage
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +103,7 @@ def test_a_clip_without_intermediates_fails_alone(localized):
     out, stage, rows, _, _ = localized
     ghost = {**rows[0], "clip_id": "ghost", "source_id": "ghost"}
     res = stage.measure([ghost, rows[1]])
-    assert res[0]["_error"].startswith("localize: missing intermediate")
+    assert res[0]["_error"].startswith("missing intermediate")
     assert "_error" not in res[1]
 
 

@@ -38,7 +38,9 @@ def add_clip(ctx: RunContext, clip_id: str, mono: np.ndarray, traj: np.ndarray |
 
 
 def make_stage(ctx: RunContext, **params) -> RenderStage:
-    return RenderStage(RenderStage.params_from(params), ctx)
+    stage = RenderStage(RenderStage.params_from(params), ctx)
+    stage.setup()  # as every executor does before measuring
+    return stage
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +123,7 @@ def test_missing_or_malformed_trajectory_fails_the_clip_with_a_reason(run):
     _, _, _, results = run
     assert results["notraj"] == {"_error": NO_TRAJECTORY}
     assert NO_TRAJECTORY == "no trajectory: run localize first"
-    assert results["badtraj"]["_error"] == "render: traj.npy has shape (32, 2), expected (T, 3) with T >= 1"
+    assert results["badtraj"]["_error"] == "traj.npy has shape (32, 2), expected (T, 3) with T >= 1"
     assert "binaural_path" in results["sweep"]  # the bad clips did not stop the batch
 
 
