@@ -110,18 +110,6 @@ def _set_lr(opt: torch.optim.Optimizer, cfg: TrainConfig, step: int) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def _atomic_torch_save(obj, path: str) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def _atomic_write_text(path: str, text: str) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
@@ -260,7 +248,7 @@ def _jsonable(cfg: TrainConfig) -> dict:
 
 def _save_checkpoint(out_dir, fp, model, opt, step, history, cfg) -> None:
     path = os.path.join(checkpoint_dir(out_dir), f"{fp}_step{step:08d}.pt")
-    _atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+    unet_mod.atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
                         "history": history, "config": _jsonable(cfg)}, path)
     write_loss_curve(out_dir, history, png=False)
     old = sorted(glob.glob(os.path.join(checkpoint_dir(out_dir), f"{fp}_step*.pt")))[: -cfg.keep_checkpoints]

@@ -242,19 +242,23 @@ def build_model(config: UNetConfig | dict | None = None) -> AudioVisualUNet:
 
 
 def save_model(model: AudioVisualUNet, path: str) -> None:
-    """Weights + config in one file (atomic): what `convert` needs to rebuild the model."""
-    import os
-    import tempfile
+    """Weights + config in one file (atomic, byte-reproducible): what `convert` needs to rebuild the model.
 
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save({"config": model.config.to_dict(), "state_dict": model.state_dict()}, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    Serialised to memory first (atomic_torch_save): torch.save names the zip's records after the
+    file, so saving to a random temporary name would make identical weights differ in bytes.
+    """
+    atomic_torch_save({"config": model.config.to_dict(), "state_dict": model.state_dict()}, path)
+
+
+def atomic_torch_save(obj, path: str) -> None:
+    """torch.save through memory and a rename: never half-written, same object -> same bytes."""
+    import io
+
+    from manifests.io import atomic_write_bytes
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def load_model(path: str, device: str | torch.device = "cpu") -> AudioVisualUNet:
