@@ -123,4 +123,7 @@ def _build(args) -> int:
     print()
     print(print_funnel(stats))
     print(f"\nrun folder: {os.path.abspath(args.out)}  (python -m pipeline status --out {args.out})")
+    for label, rel in (("report", "report/index.html"), ("dataset card", "README.md"), ("shards", "shards")):
+        if os.path.exists(os.path.join(args.out, rel)):
+            print(f"{label}: {os.path.join(os.path.abspath(args.out), rel)}")
     return 0
