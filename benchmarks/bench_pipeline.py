@@ -13,7 +13,7 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CLIPS = int(os.environ.get("BENCH_PIPELINE_CLIPS", "48"))
+CLIPS = int(os.environ.get("BENCH_PIPELINE_CLIPS", "96"))
 
 
 def _decode_only(ingested: list[dict]) -> float:

@@ -2,8 +2,8 @@
 
 `ingest` decodes each source video once into `work/ingest/<source_id>/`: `audio.npy` (16 kHz mono
 float32) and the frames (sampled at `frame_fps` from t = 0), either as JPEG (`frames_jpeg.npy`, the
-concatenated JPEG bytes, + `frames_index.npy`, offsets; about 16x smaller than raw, mean error under 2
-grey levels at quality 90) or raw (`frames.npy`, uint8 T x H x W x 3). Every later stage reads the
+concatenated JPEG bytes encoded by ffmpeg, + `frames_index.npy`, offsets; over 10x smaller than
+raw, mean error of a few grey levels) or raw (`frames.npy`, uint8 T x H x W x 3). Every later stage reads the
 clip's exact window through the functions below, so a window (`{id}_w{k}` from `duration`) is a
 slice, never a second decode.
 
@@ -57,22 +57,14 @@ def load_audio(ctx: RunContext, row: dict) -> np.ndarray:
     return out
 
 
-def save_frames(folder: str, frames: np.ndarray, fmt: str = "jpeg", quality: int = 90) -> None:
-    """Store decoded frames; the index (JPEG) or the array (raw) is written last, atomically."""
-    if fmt == "raw":
+def save_frames(folder: str, frames) -> None:
+    """Store frames: a uint8 (T, H, W, 3) array as raw `frames.npy`, or a list of JPEG byte strings
+    (encoded by ffmpeg at decode time) as `frames_jpeg.npy` + `frames_index.npy`, the index last."""
+    if isinstance(frames, np.ndarray):
         atomic_save_npy(os.path.join(folder, "frames.npy"), frames)
         return
-    import io
-
-    from PIL import Image
-
-    blobs = []
-    for frame in frames:
-        buffer = io.BytesIO()
-        Image.fromarray(frame).save(buffer, format="JPEG", quality=quality)
-        blobs.append(np.frombuffer(buffer.getvalue(), np.uint8))
-    offsets = np.cumsum([0] + [b.size for b in blobs]).astype(np.int64)
-    data = np.concatenate(blobs) if blobs else np.zeros(0, np.uint8)
+    offsets = np.cumsum([0] + [len(b) for b in frames]).astype(np.int64)
+    data = np.frombuffer(b"".join(frames), np.uint8)
     atomic_save_npy(os.path.join(folder, "frames_jpeg.npy"), data)
     atomic_save_npy(os.path.join(folder, "frames_index.npy"), offsets)
 

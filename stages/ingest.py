@@ -12,7 +12,9 @@ from dataclasses import dataclass
 
 from stages.base import ConfigError, Params, Stage, StageError
 from stages.clipdata import atomic_save_npy, ingest_dir, save_frames
-from stages.media import decode_audio, decode_frames, frame_size, local_media, probe, summarize_probe
+from stages.media import (
+    decode_audio, decode_frames, decode_frames_jpeg, frame_size, local_media, probe, summarize_probe,
+)
 
 
 @dataclass
@@ -21,7 +23,7 @@ class IngestParams(Params):
     short_side: int = 224
     max_seconds: float = 0.0  # 0 = decode the whole clip; >0 caps decoding (saves disk on long videos)
     frame_format: str = "jpeg"  # jpeg (about 16x smaller) | raw (exact pixels)
-    jpeg_quality: int = 90
+    jpeg_quality: int = 3  # ffmpeg -q:v for frame_format jpeg: 2 (best) .. 31
     require_video: bool = True
     timeout_s: float = 600.0
     num_cpus: float = 1.0
@@ -33,8 +35,8 @@ class IngestParams(Params):
             raise ConfigError(f"stages.ingest.short_side: must be in [16, 2160], got {self.short_side}")
         if self.frame_format not in ("jpeg", "raw"):
             raise ConfigError(f"stages.ingest.frame_format: must be jpeg or raw, got {self.frame_format!r}")
-        if not 1 <= self.jpeg_quality <= 100:
-            raise ConfigError("stages.ingest.jpeg_quality: must be in [1, 100]")
+        if not 2 <= self.jpeg_quality <= 31:
+            raise ConfigError("stages.ingest.jpeg_quality: ffmpeg's -q:v scale, 2 (best) to 31")
         if self.max_seconds < 0:
             raise ConfigError("stages.ingest.max_seconds: must be >= 0")
 
@@ -74,21 +76,24 @@ class IngestStage(Stage):
             frames = None
             if info["has_video"]:
                 w, h = frame_size(info["width"], info["height"], p.short_side)
-                frames = decode_frames(path, p.fps, w, h, start, end, p.timeout_s)
-                if p.require_video and frames.shape[0] == 0:
+                if p.frame_format == "jpeg":
+                    frames = decode_frames_jpeg(path, p.fps, w, h, start, end, p.jpeg_quality, p.timeout_s)
+                else:
+                    frames = decode_frames(path, p.fps, w, h, start, end, p.timeout_s)
+                if p.require_video and len(frames) == 0:
                     raise StageError("video stream decodes to zero frames")
         folder = ingest_dir(self.ctx, row["clip_id"])
         atomic_save_npy(os.path.join(folder, "audio.npy"), audio)
         if frames is not None:
-            save_frames(folder, frames, p.frame_format, p.jpeg_quality)
+            save_frames(folder, frames)
         info.pop("container_duration_s", None)
         return {
             "source_id": row["clip_id"],
             "duration_s": round(audio.size / self.ctx.sample_rate, 6),
             **info,
             "n_samples": int(audio.size),
-            "n_frames": int(frames.shape[0]) if frames is not None else 0,
+            "n_frames": len(frames) if frames is not None else 0,
             "frame_fps": float(p.fps),
-            "frame_w": int(frames.shape[2]) if frames is not None else 0,
-            "frame_h": int(frames.shape[1]) if frames is not None else 0,
+            "frame_w": w if frames is not None else 0,
+            "frame_h": h if frames is not None else 0,
         }

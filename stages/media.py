@@ -154,14 +154,35 @@ def frame_size(width: int, height: int, short_side: int) -> tuple[int, int]:
     return w, h
 
 
+def _frame_args(path: str, fps: float, w: int, h: int, start, end) -> list[str]:
+    return [FFMPEG, "-v", "error", "-nostdin", *_window_args(start, end), "-i", path, "-map", "0:v:0", "-an",
+            "-vf", f"fps={fps},scale={w}:{h}:flags=area,setsar=1"]
+
+
 def decode_frames(path: str, fps: float, w: int, h: int, start=None, end=None, timeout: float = 600) -> np.ndarray:
     """Frames resampled to a constant `fps` (VFR input is fine), RGB uint8 (T, h, w, 3)."""
-    raw = _run(
-        [FFMPEG, "-v", "error", "-nostdin", *_window_args(start, end), "-i", path, "-map", "0:v:0", "-an",
-         "-vf", f"fps={fps},scale={w}:{h}:flags=area,setsar=1", "-pix_fmt", "rgb24", "-f", "rawvideo", "pipe:1"],
-        "cannot decode video",
-        timeout,
-    )
+    raw = _run([*_frame_args(path, fps, w, h, start, end), "-pix_fmt", "rgb24", "-f", "rawvideo", "pipe:1"],
+               "cannot decode video", timeout)
     frame_bytes = w * h * 3
     n = len(raw) // frame_bytes
     return np.frombuffer(raw[: n * frame_bytes], dtype=np.uint8).reshape(n, h, w, 3)
+
+
+def decode_frames_jpeg(path: str, fps: float, w: int, h: int, start=None, end=None, quality: int = 3,
+                       timeout: float = 600) -> list[bytes]:
+    """The same frames, JPEG-encoded by ffmpeg itself (no Python re-encode): one bytes object per frame.
+
+    `quality` is ffmpeg's -q:v (2 best .. 31 worst). The stream is split at each JPEG end-of-image
+    marker, which cannot occur inside entropy-coded data (0xFF is byte-stuffed there).
+    """
+    raw = _run([*_frame_args(path, fps, w, h, start, end), "-pix_fmt", "yuvj420p", "-c:v", "mjpeg",
+                "-q:v", str(quality), "-threads:v", "1", "-f", "image2pipe", "pipe:1"],
+               "cannot decode video", timeout)
+    frames, begin = [], 0
+    while True:
+        end_marker = raw.find(b"\xff\xd9", begin)
+        if end_marker < 0:
+            break
+        frames.append(raw[begin : end_marker + 2])
+        begin = end_marker + 2
+    return frames
