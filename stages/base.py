@@ -144,6 +144,7 @@ class Stage:
         except TypeError as exc:  # pragma: no cover - dataclass signature errors
             raise ConfigError(f"stages.{cls.name}: {exc}") from exc
         _check_types(cls.name, params)
+        _check_resources(cls.name, params)
         params.validate()
         return params
 
@@ -181,6 +182,15 @@ def _check_types(stage: str, params: Params) -> None:
                 f"stages.{stage}.{f.name}: expected {type(default).__name__}, "
                 f"got {type(value).__name__} {value!r}"
             )
+
+
+def _check_resources(stage: str, params: Params) -> None:
+    """The resource settings every stage may have, checked once here for all of them."""
+    bounds = {"num_gpus": (0, ">= 0"), "num_cpus": (1e-9, "> 0"), "batch_size": (1, ">= 1"), "num_actors": (0, ">= 0")}
+    for key, (low, text) in bounds.items():
+        value = getattr(params, key, None)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value < low:
+            raise ConfigError(f"stages.{stage}.{key}: must be {text}, got {value!r}")
 
 
 @dataclass

@@ -51,8 +51,6 @@ class LocalizeParams(Params):
             raise ConfigError(f"stages.localize.grid: expected an integer >= 4, got {self.grid!r}")
         if self.smoothing < 0 or self.distance_m <= 0:
             raise ConfigError("stages.localize: smoothing must be >= 0 and distance_m > 0")
-        if self.num_gpus < 0 or self.num_cpus <= 0:
-            raise ConfigError("stages.localize: num_gpus must be >= 0 and num_cpus > 0")
 
 
 class LocalizeStage(Stage):

@@ -57,8 +57,6 @@ class QualityParams(Params):
                 raise ConfigError(f"stages.quality.{key}: expected a number or null, got {value!r}")
         if not isinstance(self.batch_size, int) or isinstance(self.batch_size, bool) or self.batch_size < 1:
             raise ConfigError(f"stages.quality.batch_size: expected an integer >= 1, got {self.batch_size!r}")
-        if self.num_gpus < 0 or self.num_cpus <= 0:
-            raise ConfigError("stages.quality: num_gpus must be >= 0 and num_cpus > 0")
 
 
 class QualityStage(Stage):

@@ -44,3 +44,12 @@ def test_overrides_reach_nested_stage_settings():
     assert config.run.chunk_size == 3
     with pytest.raises(ConfigError, match="does not exist"):
         load_config("configs/nope.yaml")
+
+
+@pytest.mark.parametrize(
+    "stage, key, value, text",
+    [("convert", "num_gpus", -1.0, ">= 0"), ("quality", "num_cpus", 0.0, "> 0"), ("localize", "batch_size", 0, ">= 1")],
+)
+def test_resource_settings_are_checked_for_every_stage(stage, key, value, text):
+    with pytest.raises(ConfigError, match=rf"stages.{stage}.{key}: must be {text}, got {value}"):
+        load_config("configs/sample.yaml", {f"stages.{stage}.{key}": value})
