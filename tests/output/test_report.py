@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from html.parser import HTMLParser
@@ -13,14 +12,9 @@ import pytest
 from output.card import card_text
 from output.report import PAPER_ROWS, TABLE_COLUMNS, build_table, write_report
 from stages.validate import ValidateStage
+import outputruns
 
 
-def _builder():
-    spec = importlib.util.spec_from_file_location(
-        "output_run_builder", os.path.join(os.path.dirname(os.path.abspath(__file__)), "conftest.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 class Page(HTMLParser):
@@ -63,7 +57,7 @@ class Page(HTMLParser):
 
 @pytest.fixture(scope="module")
 def validated(tmp_path_factory):
-    ctx, rows = _builder().build_run(str(tmp_path_factory.mktemp("run")))
+    ctx, rows = outputruns.build_run(str(tmp_path_factory.mktemp("run")))
     stage = ValidateStage(ValidateStage.params_from({"report_clips": 2}), ctx)
     out = stage.run_global(rows)
     page = Page()

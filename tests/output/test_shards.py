@@ -19,24 +19,11 @@ import pytest
 import soundfile as sf
 
 from output.shards import Entry, ShardWriter, plan_shards, sample_size, tar_size
+from outputruns import build_run, copy_run
 from stages.shard import ShardStage
 from stages.validate import ValidateStage
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def _builder():
-    """tests/output/conftest.py by path: `import conftest` could find another folder's conftest."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "output_run_builder", os.path.join(os.path.dirname(os.path.abspath(__file__)), "conftest.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-build_run, copy_run = _builder().build_run, _builder().copy_run
 
 
 def run_stages(ctx, rows, **shard_settings):
@@ -193,7 +180,7 @@ def test_sample_size_is_exact(tmp_path):
 
 KILL_SCRIPT = """
 import json, os, sys, time
-sys.path.insert(0, {tests!r})
+sys.path[:0] = [{tests!r}, {tests_root!r}]
 from test_shards import synthetic_entries
 from output.shards import ShardWriter
 
@@ -213,7 +200,8 @@ def test_kill_during_writing_then_rerun(tmp_path):
     assert len(expected) >= 6
 
     killed, log = tmp_path / "killed", tmp_path / "progress.log"
-    script = KILL_SCRIPT.format(tests=os.path.dirname(os.path.abspath(__file__)))
+    here = os.path.dirname(os.path.abspath(__file__))
+    script = KILL_SCRIPT.format(tests=here, tests_root=os.path.dirname(here))
     proc = subprocess.Popen([sys.executable, "-c", script, str(killed), str(log)], cwd=REPO)
     deadline = time.time() + 60
     while time.time() < deadline:  # wait until the third shard of "train" is half written

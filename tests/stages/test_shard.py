@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import os
@@ -15,17 +14,12 @@ import soundfile as sf
 
 from stages.base import ConfigError
 from stages.shard import ShardStage, video_window
+import outputruns
 
 
-def _builder():
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "output", "conftest.py")
-    spec = importlib.util.spec_from_file_location("output_run_builder", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
-builder = _builder()
+
 
 
 def read_samples(out: str) -> dict[str, dict[str, bytes]]:
@@ -49,7 +43,7 @@ def gray_frames(mp4: bytes | str, count: int) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def sharded(tmp_path_factory):
-    ctx, rows = builder.build_run(str(tmp_path_factory.mktemp("run")))
+    ctx, rows = outputruns.build_run(str(tmp_path_factory.mktemp("run")))
     out = ShardStage(ShardStage.params_from({}), ctx).run_global(rows)
     return ctx, rows, out, read_samples(ctx.out)
 
@@ -91,7 +85,7 @@ def test_audio_members_and_json(sharded):
 
 
 def test_failures_become_rows_and_options(sharded, tmp_path):
-    ctx, rows = builder.copy_run(sharded[0], sharded[1], str(tmp_path / "copy"))
+    ctx, rows = outputruns.copy_run(sharded[0], sharded[1], str(tmp_path / "copy"))
     os.unlink(os.path.join(ctx.out, "work", "convert", "clipA_w1", "binaural.npy"))
     np.save(os.path.join(ctx.out, "work", "convert", "clipB_w1", "binaural.npy"), np.zeros((2, 100), np.float32))
     rows = rows + [{**rows[0], "clip_id": "bad.id"}]

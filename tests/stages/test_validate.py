@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 
 import numpy as np
@@ -10,20 +9,14 @@ import pytest
 
 from stages.base import ConfigError
 from stages.validate import COLUMNS, ValidateStage
+import outputruns
 
 
-def _builder():
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "output", "conftest.py")
-    spec = importlib.util.spec_from_file_location("output_run_builder", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
 def validated(tmp_path_factory):
-    builder = _builder()
-    ctx, rows = builder.build_run(str(tmp_path_factory.mktemp("run")))
+    ctx, rows = outputruns.build_run(str(tmp_path_factory.mktemp("run")))
     os.unlink(os.path.join(ctx.out, "work", "convert", "clipB_w1", "binaural.npy"))  # convert never ran
     bad = os.path.join(ctx.out, "work", "convert", "clipA_w1", "binaural.npy")
     np.save(bad, np.zeros((3, 100), np.float32))  # wrong shape
