@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import outputruns
 from html.parser import HTMLParser
 
 import numpy as np
@@ -12,7 +13,6 @@ import pytest
 from output.card import card_text
 from output.report import PAPER_ROWS, TABLE_COLUMNS, build_table, write_report
 from stages.validate import ValidateStage
-import outputruns
 
 
 

@@ -12,14 +12,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+import outputruns
 from stages.base import ConfigError
 from stages.shard import ShardStage, video_window
-import outputruns
-
-
-
-
-
 
 
 def read_samples(out: str) -> dict[str, dict[str, bytes]]:

@@ -7,9 +7,9 @@ import os
 import numpy as np
 import pytest
 
+import outputruns
 from stages.base import ConfigError
 from stages.validate import COLUMNS, ValidateStage
-import outputruns
 
 
 
