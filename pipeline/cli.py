@@ -103,7 +103,8 @@ def _build(args) -> int:
     from manifests.readers import ManifestError
     from pipeline.config import load_config
     from pipeline.lock import RunLockedError
-    from pipeline.runner import BuildRequest, build, print_funnel
+    from pipeline.funnel import format_funnel
+    from pipeline.runner import BuildRequest, build
     from stages.base import ConfigError
 
     try:
@@ -121,7 +122,7 @@ def _build(args) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 3
     print()
-    print(print_funnel(stats))
+    print(format_funnel(stats))
     print(f"\nrun folder: {os.path.abspath(args.out)}  (python -m pipeline status --out {args.out})")
     for label, rel in (("report", "report/index.html"), ("dataset card", "README.md"), ("shards", "shards")):
         if os.path.exists(os.path.join(args.out, rel)):

@@ -23,7 +23,7 @@ from manifests.readers import InputManifest, read_input
 from pipeline.config import Config, dump_config
 from pipeline.executors import StageSpec, make_executor
 from pipeline.fingerprint import digest, row_key, stage_fingerprints
-from pipeline.funnel import format_funnel, stage_counts
+from pipeline.funnel import stage_counts
 from pipeline.lock import RunLock
 from stages import stage_class
 from stages.base import DROPPED, FAILED, KEPT, ConfigError, RunContext
@@ -385,7 +385,3 @@ def _progress(total: int, name: str, enabled: bool):
 
 def build(request: BuildRequest) -> dict:
     return Runner(request).build()
-
-
-def print_funnel(stats: dict) -> str:
-    return format_funnel(stats)

@@ -28,6 +28,27 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """Never touch the hub; an empty Hugging Face cache unless a test fills it."""
+    cache = tmp_path / "hf-cache"
+    cache.mkdir()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    return cache
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Torch on one thread for the test (results and timings independent of the machine's cores)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def random_checkpoint(tmp_path_factory) -> str:
     """The real Audiobox Aesthetics architecture with random weights, in checkpoint.pt's format.

@@ -146,7 +146,6 @@ class RayExecutor(Executor):
     # -- crash handling -------------------------------------------------------------------------
     @staticmethod
     def _finish(index, result, split):
-        key = index if isinstance(index, int) else index[0]
         if isinstance(index, int):
             yield index, result
             return
@@ -154,7 +153,7 @@ class RayExecutor(Executor):
         bucket = split.setdefault(parent, [None] * total)
         bucket[position] = result[0]
         if all(r is not None for r in bucket):
-            del split[key]
+            del split[parent]
             yield parent, bucket
 
     @staticmethod

@@ -42,14 +42,6 @@ def scorer(random_checkpoint) -> AudioboxScorer:
     return AudioboxScorer(random_checkpoint, device="cpu", precision="fp32", batch_size=2, num_threads=2)
 
 
-@pytest.fixture
-def offline(monkeypatch, tmp_path):
-    """No hub access and an empty Hugging Face cache."""
-    cache = tmp_path / "hf-cache"
-    cache.mkdir()
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    return cache
 
 
 @pytest.fixture

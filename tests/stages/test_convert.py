@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import torch
 
 from binauralizer import metrics
 from binauralizer.pseudo_pairs import synthetic_pool
@@ -18,12 +17,7 @@ def make_run(tmp_path, n=3):
     return ctx, write_ingested(tmp_path, synthetic_pool(n, seed=9, seconds=1.5))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def run_convert(ctx, rows, **params):

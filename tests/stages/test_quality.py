@@ -23,14 +23,7 @@ SR = 16000
 
 
 
-@pytest.fixture(autouse=True)
-def offline(monkeypatch, tmp_path):
-    """Never touch the hub; an empty Hugging Face cache unless a test fills it."""
-    cache = tmp_path / "hf-cache"
-    cache.mkdir()
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    return cache
+pytestmark = pytest.mark.usefixtures("offline")  # every test: no hub, empty cache
 
 
 def make_stage(out, **settings) -> QualityStage:

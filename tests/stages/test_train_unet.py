@@ -5,7 +5,6 @@ import os
 
 import numpy as np
 import pytest
-import torch
 
 from binauralizer.pseudo_pairs import synthetic_pool
 from runhelpers import write_ingested
@@ -22,12 +21,7 @@ def make_run(tmp_path, n=3):
 MICRO = {"steps": 4, "batch_size": 4, "width": 0.0625, "frame_height": 64, "frame_width": 128, "checkpoint_every": 2}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_trains_writes_the_model_and_passes_rows_through(tmp_path):
