@@ -67,9 +67,6 @@ class Stage:
     reads: ClassVar[tuple[str, ...]] = ()
     writes: ClassVar[tuple[str, ...]] = ()
     kind: ClassVar[str] = "task"
-    # settings that change where/how fast a stage runs, never its results (kept out of fingerprints);
-    # a stage whose results do depend on, say, batch_size (training) overrides this
-    resource_keys: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, params: Params, ctx: "RunContext"):
         self.params = params
@@ -150,7 +147,7 @@ class Stage:
 
     def measure_settings(self) -> dict[str, Any]:
         """The settings that change measurements: all but decision keys and resources."""
-        skip = set(self.decision_keys) | (self.resource_keys or RESOURCE_KEYS)
+        skip = set(self.decision_keys) | RESOURCE_KEYS  # a stage whose results depend on one overrides this
         return {k: v for k, v in dataclasses.asdict(self.params).items() if k not in skip}
 
     def decision_settings(self) -> dict[str, Any]:

@@ -61,7 +61,7 @@ class ConvertStage(Stage):
         if p.mode == "unet":
             import torch
 
-            from binauralizer.conversion import UNetConverter
+            from binauralizer.pseudobinaural.conversion import UNetConverter
             from stages.train_unet import model_path
 
             path = model_path(self.ctx)
@@ -81,7 +81,7 @@ class ConvertStage(Stage):
             self._hrirs = load_hrirs(p.hrir)
 
     def _inputs(self, row: dict):
-        from binauralizer.conversion import ClipInput
+        from binauralizer.pseudobinaural.conversion import ClipInput
 
         audio = load_audio(self.ctx, row)
         if audio.size == 0 or not np.all(np.isfinite(audio)):
@@ -100,7 +100,7 @@ class ConvertStage(Stage):
         return clip
 
     def measure(self, rows: list[dict]) -> list[dict]:
-        from binauralizer import conversion
+        from binauralizer.pseudobinaural import conversion
 
         p = self.params
         if self._setup_error:

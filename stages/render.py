@@ -111,7 +111,7 @@ class RenderStage(Stage):
 
     def render(self, mono: np.ndarray, traj: np.ndarray, fps: float) -> np.ndarray:
         """(2, N) float32 binaural of the mono window along traj, level-matched (binauralizer.level)."""
-        from binauralizer.conversion import convert_sh
+        from binauralizer.pseudobinaural.conversion import convert_sh
 
         p = self.params
         traj = np.column_stack([traj[:, 0], np.clip(traj[:, 1], -90.0, 90.0),

@@ -1,7 +1,7 @@
 """train_unet: fit PseudoBinaural's U-Net on pseudo pairs built from the kept clips.
 
 A global stage: it sees every kept row, renders seeded pseudo pairs from their audio and frames
-(binauralizer.pseudo_pairs), trains (binauralizer.training) and writes work/train_unet/:
+(binauralizer.pseudobinaural.pseudo_pairs), trains (binauralizer.pseudobinaural.training) and writes work/train_unet/:
 model.pt (what `convert` loads), checkpoints/ (resume after a kill at the same step with the same
 data order), loss_curve.json and loss_curve.png, train_summary.json. Rows pass through unchanged;
 a clip whose intermediates cannot be read fails with the reason.
@@ -19,6 +19,8 @@ import functools
 import logging
 import os
 from dataclasses import dataclass
+
+import numpy as np
 
 from stages.base import RESOURCE_KEYS, ConfigError, Params, Stage
 
@@ -75,7 +77,7 @@ class TrainUNetParams(Params):
 
 
 def train_config(p: TrainUNetParams, run_seed: int = 0):
-    from binauralizer.training import TrainConfig
+    from binauralizer.pseudobinaural.training import TrainConfig
 
     return TrainConfig(
         steps=p.steps, batch_size=p.batch_size, lr_visual=p.lr_visual, lr_audio=p.lr_audio, lr_fusion=p.lr_fusion,
@@ -88,8 +90,6 @@ def train_config(p: TrainUNetParams, run_seed: int = 0):
 
 def _pool_for_worker(ctx, rows: list[dict], lazy: bool):
     """Picklable pool factory: each Ray Train worker reads the clips where it runs."""
-    from binauralizer.pseudo_pairs import load_pool
-
     return load_pool(ctx, rows, lazy=lazy)[0]
 
 
@@ -108,8 +108,7 @@ class TrainUNetStage(Stage):
         return {k: v for k, v in dataclasses.asdict(self.params).items() if k not in skip}
 
     def run_global(self, rows: list[dict]) -> list[dict]:
-        from binauralizer.pseudo_pairs import load_pool
-        from binauralizer.training import train, train_with_ray
+        from binauralizer.pseudobinaural.training import train, train_with_ray
 
         p = self.params
         out_dir = self.ctx.work_dir(self.name)
@@ -133,3 +132,49 @@ class TrainUNetStage(Stage):
 def model_path(ctx) -> str:
     """Where convert finds the trained model."""
     return os.path.join(ctx.work, "train_unet", "model.pt")
+
+
+# ---------------------------------------------------------------------------------------------
+# Source pools: the run folder's kept clips as raw material for pseudo pairs
+# ---------------------------------------------------------------------------------------------
+
+
+def read_source_clip(ctx, row: dict):
+    """One kept clip's audio, frames and (when localised) heatmap as a pseudo-pair SourceClip."""
+    from binauralizer.pseudobinaural.pseudo_pairs import SourceClip
+    from stages import clipdata
+
+    cid = row.get("clip_id", "?")
+    audio = clipdata.load_audio(ctx, row)
+    frames = clipdata.load_frames(ctx, row)
+    if frames.ndim != 4 or len(frames) == 0 or len(audio) == 0:
+        raise ValueError(f"clip {cid}: no frames or no audio in its window")
+    heat_path = os.path.join(ctx.work, "localize", cid, "heatmap.npy")
+    heat = np.load(heat_path, mmap_mode="r") if os.path.exists(heat_path) else None
+    return SourceClip(cid, audio, frames, float(row.get("frame_fps") or 8.0), heat)
+
+
+def load_pool(ctx, rows: list[dict], lazy: bool = False) -> tuple[list, list[dict]]:
+    """Source clips from a run folder's kept rows; unusable rows reported, never fatal.
+
+    Returns (pool, problems), each problem {"clip_id", "reason"}. `lazy=True` returns ClipRefs
+    that read a clip only when a scene draws it (only the ingest files' existence is checked).
+    """
+    from binauralizer.pseudobinaural.pseudo_pairs import ClipRef
+    from stages import clipdata
+    from stages.base import StageError
+
+    pool, problems = [], []
+    for row in rows:
+        cid = row.get("clip_id", "?")
+        try:
+            if lazy:
+                source = row.get("source_id") or cid
+                if not clipdata.has_media(ctx, source):
+                    raise ValueError(f"missing audio or frames in {clipdata.ingest_dir(ctx, source)}: rerun ingest")
+                pool.append(ClipRef(cid, functools.partial(read_source_clip, ctx, row)))
+            else:
+                pool.append(read_source_clip(ctx, row))
+        except (StageError, OSError, ValueError) as exc:
+            problems.append({"clip_id": cid, "reason": str(exc)})
+    return pool, problems

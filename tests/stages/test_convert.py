@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from binauralizer import metrics
-from binauralizer.pseudo_pairs import synthetic_pool
-from binauralizer.training import TrainConfig, train
+from binauralizer.testing import synthetic_pool
+from binauralizer.pseudobinaural.training import TrainConfig, train
 from runhelpers import write_ingested
 from stages.base import ConfigError, RunContext
 from stages.convert import ConvertStage

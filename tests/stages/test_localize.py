@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from binauralizer.localize.evaluate import score_clip
+from samplegen.localizer_eval import score_clip
 from runhelpers import copy_run
 from stages.base import ConfigError, RunContext
 from stages.localize import LocalizeStage

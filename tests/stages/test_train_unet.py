@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from binauralizer.pseudo_pairs import synthetic_pool
+from binauralizer.testing import synthetic_pool
 from runhelpers import write_ingested
 from stages.base import ConfigError, RunContext
 from stages.train_unet import TrainUNetStage, model_path

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from binauralizer.backbones import IMAGENET_MEAN, IMAGENET_STD, build_backbone
+from binauralizer.pseudobinaural.backbones import IMAGENET_MEAN, IMAGENET_STD, build_backbone
 
 SAMPLE_RATE = 16000
 N_FFT, HOP, WIN = 512, 160, 400

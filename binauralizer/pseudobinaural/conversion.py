@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from binauralizer import unet as unet_mod
+from binauralizer.pseudobinaural import unet as unet_mod
 
 WINDOW = unet_mod.WINDOW_SAMPLES  # 10080 samples = 0.63 s
 HOP = 1600  # 0.1 s

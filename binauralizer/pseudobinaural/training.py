@@ -22,8 +22,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from binauralizer import unet as unet_mod
-from binauralizer.pseudo_pairs import PairConfig, PseudoPairGenerator, collate
+from binauralizer.pseudobinaural import unet as unet_mod
+from binauralizer.pseudobinaural.pseudo_pairs import PairConfig, PseudoPairGenerator, collate
 
 
 @dataclass
@@ -65,9 +65,7 @@ class TrainConfig:
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
-# Paper scale (configs/binauralvggsound.yaml) and the tiny configuration (sample run, tests).
-PAPER = TrainConfig(steps=60000, batch_size=192, width=1.0, frame_size=(224, 448), visual="mobilenet_v2",
-                    freeze_visual=False, decay_every=5000, checkpoint_every=1000)
+# The tiny configuration (sample run, tests); the paper scale lives in configs/binauralvggsound.yaml.
 TINY = TrainConfig(steps=150, batch_size=16, width=0.125, frame_size=(112, 224), lr_audio=2e-3, lr_fusion=2e-3,
                    checkpoint_every=50)
 
@@ -298,49 +296,3 @@ def train_with_ray(cfg: TrainConfig, pool_factory: Callable[[], list], out_dir: 
         raise result.error
     with open(os.path.join(out_dir, "train_summary.json")) as fh:  # written by rank 0
         return json.load(fh)
-
-
-# ---------------------------------------------------------------------------------------------
-# A shared tiny model for tests, benchmarks and the evaluation (cached on disk)
-# ---------------------------------------------------------------------------------------------
-
-_SOURCES = ("unet.py", "training.py", "pseudo_pairs.py", "backbones.py", "sh_render.py", "hrir.py")
-
-
-def tiny_model_path(cache_root: str | None = None, cfg: TrainConfig = TINY, pool_seed: int = 0, pool_size: int = 12) -> str:
-    """Train the tiny configuration on the synthetic pool once and cache it; returns model.pt.
-
-    The cache key covers the configuration and the source of every module that shapes the
-    result, so a code change retrains instead of reusing a stale model.
-    """
-    from binauralizer.pseudo_pairs import synthetic_pool
-
-    here = os.path.dirname(os.path.abspath(__file__))
-    h = hashlib.sha256(cfg.fingerprint().encode() + f"{cfg.steps}/{pool_seed}/{pool_size}".encode())
-    for name in _SOURCES:
-        p = os.path.join(here, name)
-        if os.path.exists(p):
-            h.update(open(p, "rb").read())
-    root = cache_root or os.path.join(tempfile.gettempdir(), "binauralvgg-tiny-unet")
-    out_dir = os.path.join(root, h.hexdigest()[:16])
-    model_path = os.path.join(out_dir, "model.pt")
-    if not os.path.exists(model_path):
-        import fcntl
-
-        os.makedirs(out_dir, exist_ok=True)
-        with open(os.path.join(out_dir, ".lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # concurrent test processes train it once
-            if not os.path.exists(model_path):
-                threads = torch.get_num_threads()
-                torch.set_num_threads(1)  # robust on a shared machine (2 threads spin against other work)
-                try:
-                    train(cfg, synthetic_pool(pool_size, seed=pool_seed), out_dir)
-                finally:
-                    torch.set_num_threads(threads)
-                import shutil
-
-                shutil.rmtree(checkpoint_dir(out_dir), ignore_errors=True)  # the cache keeps the model only
-                for other in os.listdir(root):  # models of older code versions
-                    if other != os.path.basename(out_dir):
-                        shutil.rmtree(os.path.join(root, other), ignore_errors=True)
-    return model_path
