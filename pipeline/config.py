@@ -125,6 +125,9 @@ def _check_run(run: RunSettings) -> None:
         raise ConfigError("run.sample_rate: the models and metrics are defined at 16000 Hz")
     if not isinstance(run.stages, list) or not run.stages:
         raise ConfigError("run.stages: must be a non-empty list of stage names")
+    if "render" in run.stages:
+        raise ConfigError("run.stages: the render stage is now convert's mode `sh` (or `direct`): list convert "
+                          "once and set stages.convert.mode: sh")
     for name in run.stages:
         if name not in ORDER:
             raise ConfigError(f"run.stages: unknown stage {name!r}; known: {list(ORDER)}")
@@ -133,6 +136,10 @@ def _check_run(run: RunSettings) -> None:
         raise ConfigError(f"run.stages: stages must appear once each in pipeline order {list(ORDER)}")
     if run.stages[0] != "ingest":
         raise ConfigError("run.stages: the first stage must be ingest")
+    converters = [n for n in run.stages if "binaural_path" in stage_class(n).writes]
+    if len(converters) > 1:
+        raise ConfigError(f"run.stages: {converters} all write binaural_path; a run has one conversion stage "
+                          "(pick a mode of convert: unet, direct, sh, mono)")
 
 
 def dump_config(config: Config) -> str:

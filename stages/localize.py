@@ -20,7 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from stages.base import ConfigError, Params, Stage, StageError
-from stages.clipdata import atomic_save_npy, clip_work_path, load_audio, load_frames
+from manifests import artifacts as A
+from manifests.io import atomic_save_npy
+from stages.clipdata import load_audio, load_frames
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +62,8 @@ class LocalizeStage(Stage):
     kind = "actor"
     data_deps = ("ingest", "duration")
     reads = ("clip_id", "source_id", "window_start", "window_samples", "frame_fps")
-    writes = ("loc_method", "az_mean_deg", "az_start_deg", "az_end_deg", "el_mean_deg", "loc_confidence")
+    writes = ("loc_method", "az_mean_deg", "az_start_deg", "az_end_deg", "el_mean_deg", "loc_confidence",
+              *A.PATH_COLUMNS["localize"])
 
     @classmethod
     def preflight(cls, params: LocalizeParams) -> dict:
@@ -118,10 +121,12 @@ class LocalizeStage(Stage):
         traj = trajectory_from_heatmaps(heat, fov_deg=p.fov_deg, vfov_deg=p.vfov_deg,
                                         smoothing=p.smoothing, distance_m=p.distance_m)
         clip_id = row["clip_id"]
-        for name, array in (("heatmap.npy", heat), ("spatial.npy", spatial), ("traj.npy", traj)):
-            atomic_save_npy(clip_work_path(self.ctx, self.name, clip_id, name), np.ascontiguousarray(array, np.float32))
+        paths = {"heatmap_path": A.heatmap(clip_id), "spatial_path": A.spatial(clip_id), "traj_path": A.trajectory(clip_id)}
+        for column, array in (("heatmap_path", heat), ("spatial_path", spatial), ("traj_path", traj)):
+            atomic_save_npy(A.resolve(self.ctx.out, paths[column]), np.ascontiguousarray(array, np.float32))
         r = lambda v: round(float(v), 4)  # noqa: E731  stable manifest values
         return {
+            **paths,
             "loc_method": p.method,
             "az_mean_deg": r(traj[:, 0].mean()),
             "az_start_deg": r(traj[0, 0]),

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from manifests import artifacts
 from stages.base import RESOURCE_KEYS, ConfigError, Params, Stage
 
 
@@ -98,7 +99,7 @@ class TrainUNetStage(Stage):
     version = "1"
     Params = TrainUNetParams
     data_deps = ("ingest", "duration", "localize")
-    reads = ("clip_id", "source_id", "window_start", "window_samples", "frame_fps")
+    reads = ("clip_id", "source_id", "window_start", "window_samples", "frame_fps", "heatmap_path")
     writes = ()
     kind = "global"
 
@@ -131,7 +132,7 @@ class TrainUNetStage(Stage):
 
 def model_path(ctx) -> str:
     """Where convert finds the trained model."""
-    return os.path.join(ctx.work, "train_unet", "model.pt")
+    return artifacts.resolve(ctx.out, artifacts.model())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -149,8 +150,8 @@ def read_source_clip(ctx, row: dict):
     frames = clipdata.load_frames(ctx, row)
     if frames.ndim != 4 or len(frames) == 0 or len(audio) == 0:
         raise ValueError(f"clip {cid}: no frames or no audio in its window")
-    heat_path = os.path.join(ctx.work, "localize", cid, "heatmap.npy")
-    heat = np.load(heat_path, mmap_mode="r") if os.path.exists(heat_path) else None
+    heat_path = artifacts.row_file(ctx.out, row, "heatmap_path")
+    heat = np.load(heat_path, mmap_mode="r") if heat_path and os.path.exists(heat_path) else None
     return SourceClip(cid, audio, frames, float(row.get("frame_fps") or 8.0), heat)
 
 

@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -109,11 +108,9 @@ def _set_lr(opt: torch.optim.Optimizer, cfg: TrainConfig, step: int) -> None:
 
 
 def _atomic_write_text(path: str, text: str) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    from manifests.io import atomic_write_text
+
+    atomic_write_text(path, text)
 
 
 def checkpoint_dir(out_dir: str) -> str:
@@ -156,11 +153,11 @@ def write_loss_curve(out_dir: str, history: list[dict], png: bool = True) -> Non
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, metadata={"Software": None})
+    from manifests.io import atomic_path
+
+    with atomic_path(os.path.join(out_dir, "loss_curve.png")) as tmp:
+        fig.savefig(tmp, format="png", metadata={"Software": None})
     plt.close(fig)
-    os.replace(tmp, os.path.join(out_dir, "loss_curve.png"))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -251,14 +251,10 @@ def save_model(model: AudioVisualUNet, path: str) -> None:
 
 
 def atomic_torch_save(obj, path: str) -> None:
-    """torch.save through memory and a rename: never half-written, same object -> same bytes."""
-    import io
+    """torch.save through memory and the project's one atomic writer: same object -> same bytes."""
+    from manifests.io import atomic_torch_save as save
 
-    from manifests.io import atomic_write_bytes
-
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    save(obj, path)
 
 
 def load_model(path: str, device: str | torch.device = "cpu") -> AudioVisualUNet:

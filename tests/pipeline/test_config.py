@@ -26,6 +26,7 @@ def test_sample_config_loads_with_defaults():
         ("stages:\n  duration: {windows: some}\n", "stages.duration.windows: must be 'first' or 'all'"),
         ("run: {stages: [ingest, silence, duration]}\n", "stages must appear once each in pipeline order"),
         ("run: {stages: [duration]}\n", "the first stage must be ingest"),
+        ("run: {stages: [ingest, localize, render, convert]}\n", "render stage is now convert's mode `sh`"),
         ("run: {chunk_size: 0}\n", "run.chunk_size: must be a positive integer"),
         ("runn: {}\n", r"unknown top-level section\(s\) \['runn'\]"),
         ("stages:\n  silense: {}\n", r"stages: unknown stage\(s\) \['silense'\]"),
