@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 
 from manifests.io import atomic_path, atomic_write_text  # noqa: E402
 
-SAMPLE_RATE = 16000
+from binauralizer.constants import SAMPLE_RATE  # noqa: E402
 TABLE_COLUMNS = ("Dataset", "Quality backend", "CE", "CU", "PQ", "DSP score",
                  "IACC", "ILD (dB)", "ITD (ms)", "ISD (dB)", "IPD (rad)", "Lateral consistency")
 # SpatialV2A, Table 2 (ITD's unit and ISD's definition are not given in the paper).

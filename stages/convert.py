@@ -20,27 +20,25 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 
 import numpy as np
 
 from binauralizer.level import match_level
 from manifests import artifacts as A
 from manifests.io import atomic_save_npy
-from stages.base import ConfigError, Params, Stage, StageError
+from stages.base import ConfigError, Params, Spatial, Stage, StageError, hrir_preflight, settings
 from stages.clipdata import load_audio, load_frames, read_artifact
 
 log = logging.getLogger(__name__)
 
 MODES = ("unet", "direct", "sh", "mono")
 RENDERED = ("direct", "sh")  # the modes that render the localised trajectory
-DECODERS = ("lsq", "sampling", "magls")
 LAYOUTS = ("auto", "ring8", "tdesign")
 INTERPS = ("barycentric", "nearest")
 NO_TRAJECTORY = "no trajectory: run localize first"
 
 
-@dataclass
+@settings
 class ConvertParams(Params):
     mode: str = "unet"  # unet | direct | sh | mono
     batch_size: int = 8  # clips per actor call
@@ -48,28 +46,19 @@ class ConvertParams(Params):
     num_gpus: float = 0.0  # per actor; fractional packs several actors on one GPU
     num_cpus: float = 1.0
     num_actors: int = 0  # 0 = the executor decides
-    hrir: str = "kemar"  # direct / sh: kemar | sonicom-1 | sonicom-2 | a .sofa path
-    sh_order: int = 1
-    decoder: str = "lsq"  # sh: lsq (the paper's) | sampling (PseudoBinaural's code) | magls
     layout: str = "auto"  # sh: auto (ring8 at order 1, t-design above) | ring8 | tdesign
     interp: str = "barycentric"  # direct: barycentric | nearest
     update_s: float = 0.04  # direct / sh: position updates, linearly crossfaded
     use_distance: bool | None = None  # None: direct uses the trajectory's distance, sh does not
 
     def validate(self) -> None:
-        for key, allowed in (("mode", MODES), ("decoder", DECODERS), ("layout", LAYOUTS), ("interp", INTERPS)):
+        for key, allowed in (("mode", MODES), ("layout", LAYOUTS), ("interp", INTERPS)):
             if getattr(self, key) not in allowed:
                 raise ConfigError(f"stages.convert.{key}: expected one of {allowed}, got {getattr(self, key)!r}")
         if self.window_batch < 0:
             raise ConfigError("stages.convert.window_batch: must be >= 0")
-        if isinstance(self.sh_order, bool) or not isinstance(self.sh_order, int) or not 1 <= self.sh_order <= 10:
-            raise ConfigError(f"stages.convert.sh_order: expected an integer in 1..10, got {self.sh_order!r}")
         if not 0.001 <= self.update_s <= 1.0:
             raise ConfigError(f"stages.convert.update_s: expected seconds in [0.001, 1], got {self.update_s!r}")
-        if self.use_distance is not None and not isinstance(self.use_distance, bool):
-            raise ConfigError(f"stages.convert.use_distance: expected true, false or null, got {self.use_distance!r}")
-        if self.mode in RENDERED and not str(self.hrir).strip():
-            raise ConfigError("stages.convert.hrir: give a set name (kemar, sonicom-1, sonicom-2) or a .sofa path")
 
 
 class ConvertStage(Stage):
@@ -79,24 +68,15 @@ class ConvertStage(Stage):
     data_deps = ("ingest", "duration", "localize", "train_unet")
     reads = ("clip_id", "source_id", "window_start", "window_samples", "frame_fps", "traj_path")
     writes = ("conversion_mode", "binaural_path")
+    spatial_keys = ("hrir", "sh_order", "decoder")
     kind = "actor"
 
     @classmethod
-    def preflight(cls, params: ConvertParams) -> dict:
+    def preflight(cls, params: ConvertParams, spatial: Spatial) -> dict:
         """Rendering modes: fail before any work when the HRIR set cannot be loaded; name the file."""
         if params.mode not in RENDERED:
             return {"mode": params.mode}
-        from binauralizer.hrir import load_hrirs, resolve_sofa
-
-        try:
-            hrirs = load_hrirs(params.hrir)
-        except FileNotFoundError as exc:
-            raise ConfigError(f"stages.convert.hrir {params.hrir!r}: {exc}") from None
-        except Exception as exc:  # noqa: BLE001 - an unreadable SOFA file is a configuration problem
-            raise ConfigError(f"stages.convert.hrir {params.hrir!r}: cannot read the HRIR set "
-                              f"({type(exc).__name__}: {exc}); point it to a SimpleFreeFieldHRIR .sofa file") from None
-        return {"mode": params.mode, "hrir": str(resolve_sofa(params.hrir)), "directions": int(len(hrirs.az_deg)),
-                "source_fs": hrirs.source_fs}
+        return {"mode": params.mode, **hrir_preflight(spatial.hrir)}
 
     def setup(self) -> None:
         self._converter = None
@@ -112,9 +92,11 @@ class ConvertStage(Stage):
             if not os.path.exists(path):
                 self._setup_error = f"no trained model at {path}: run the train_unet stage before convert (mode unet)"
                 return
-            if p.num_gpus == 0:
+            from binauralizer.devices import pick_device
+
+            device = pick_device(p.num_gpus, self.name).type
+            if device == "cpu":
                 torch.set_num_threads(max(1, int(p.num_cpus)))
-            device = "cuda" if p.num_gpus > 0 and torch.cuda.is_available() else "cpu"
             # measured (benchmarks/bench_unet.py): on one CPU core 8 windows per pass is fastest,
             # 64 is slower (memory traffic); GPUs want large batches
             window_batch = p.window_batch or (64 if device == "cuda" else 8)
@@ -122,7 +104,7 @@ class ConvertStage(Stage):
         elif p.mode in RENDERED:
             from binauralizer.hrir import load_hrirs
 
-            self._hrirs = load_hrirs(p.hrir)  # cached per process: one load per Ray worker
+            self._hrirs = load_hrirs(self.ctx.spatial.hrir)  # cached per process: one load per Ray worker
 
     # -- inputs --------------------------------------------------------------------------------------
     def trajectory(self, row: dict) -> np.ndarray:
@@ -164,8 +146,9 @@ class ConvertStage(Stage):
         use_distance = p.use_distance if p.use_distance is not None else p.mode == "direct"
         traj = np.column_stack([traj[:, 0], np.clip(traj[:, 1], -90.0, 90.0),
                                 traj[:, 2] if use_distance else np.ones(len(traj))])
-        return convert_sh(clip.audio, traj, clip.fps, self._hrirs, mode=p.mode, order=p.sh_order,
-                          update_s=p.update_s, decoder=p.decoder, layout=p.layout, interp=p.interp)
+        view = self.ctx.spatial
+        return convert_sh(clip.audio, traj, clip.fps, self._hrirs, mode=p.mode, order=view.sh_order,
+                          update_s=p.update_s, decoder=view.decoder, layout=p.layout, interp=p.interp)
 
     # -- the batch -----------------------------------------------------------------------------------
     def measure(self, rows: list[dict]) -> list[dict]:

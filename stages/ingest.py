@@ -8,9 +8,8 @@ decoding again. A clip that cannot be read becomes a failed row saying why.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
-from stages.base import ConfigError, Params, Stage, StageError
+from stages.base import settings, ConfigError, Params, Stage, StageError
 from manifests import artifacts as A
 from stages.clipdata import atomic_save_npy, ingest_dir, save_frames
 from stages.media import (
@@ -18,7 +17,7 @@ from stages.media import (
 )
 
 
-@dataclass
+@settings
 class IngestParams(Params):
     fps: float = 8.0
     short_side: int = 224

@@ -27,14 +27,13 @@ import math
 import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 import numpy as np
 import soundfile as sf
 
 from output.captions import label_sentence, spatial_phrase, trajectory_summary
 from output.shards import GiB, Entry, ShardWriter, check_key, check_split
-from stages.base import ConfigError, Params, Stage, StageError
+from stages.base import settings, ConfigError, Params, Stage, StageError
 from manifests import artifacts as A
 from manifests.io import atomic_path, atomic_write_bytes, atomic_write_json
 from stages.clipdata import artifact, load_audio
@@ -47,7 +46,7 @@ QUALITY_COLUMNS = ("aes_ce", "aes_cu", "aes_pc", "aes_pq",
                    "dsp_clipping", "dsp_bandwidth_hz", "dsp_snr_db", "dsp_score")
 
 
-@dataclass
+@settings
 class ShardParams(Params):
     max_shard_bytes: int = GiB
     max_samples_per_shard: int = 10000

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -31,14 +30,14 @@ from manifests.io import atomic_write_text, write_table
 from manifests.schema import rows_to_table
 from output.card import write_card
 from output.report import build_table, quality_backend, write_report
-from stages.base import ConfigError, Params, Stage, StageError
+from stages.base import settings, ConfigError, Params, Stage, StageError
 from stages.clipdata import artifact, read_artifact
 
 COLUMNS = ("iacc", "ild_db", "itd_ms", "isd_db", "ipd_rad", "lateral_agree")
 DOWNMIX_MODES = ("auto", "dsp", "audiobox", "off")
 
 
-@dataclass
+@settings
 class ValidateParams(Params):
     report_clips: int = 4
     licence: str = ""  # empty: dataset.licence from the run's config

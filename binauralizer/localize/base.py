@@ -26,7 +26,7 @@ from typing import Callable, Protocol, runtime_checkable
 
 import numpy as np
 
-SAMPLE_RATE = 16000
+from binauralizer.constants import SAMPLE_RATE  # noqa: E402
 
 
 @runtime_checkable

@@ -42,6 +42,9 @@ class TrainConfig:
     freeze_visual: bool = True
     apnet: bool = False
     hrir: str = "kemar"
+    fov_deg: float = 120.0  # camera field of view of the pseudo pairs' canvas (the run's spatial.fov_deg)
+    sh_order: int = 1
+    decoder: str = "lsq"
     seed: int = 0
     moving_prob: float = 0.0
     camera_rotation_prob: float = 0.0
@@ -53,7 +56,8 @@ class TrainConfig:
                                    freeze_visual=self.freeze_visual, frame_size=tuple(self.frame_size), apnet=self.apnet)
 
     def pair_config(self) -> PairConfig:
-        return PairConfig(moving_prob=self.moving_prob, camera_rotation_prob=self.camera_rotation_prob)
+        return PairConfig(moving_prob=self.moving_prob, camera_rotation_prob=self.camera_rotation_prob,
+                          fov=self.fov_deg / 180.0, sh_order=self.sh_order, decoder=self.decoder)
 
     def fingerprint(self) -> str:
         """Identity of a training run: every field except those that only say how long/how often."""

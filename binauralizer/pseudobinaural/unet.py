@@ -20,7 +20,7 @@ from torch.nn import functional as F
 
 from binauralizer.pseudobinaural.backbones import IMAGENET_MEAN, IMAGENET_STD, build_backbone
 
-SAMPLE_RATE = 16000
+from binauralizer.constants import SAMPLE_RATE  # noqa: E402
 N_FFT, HOP, WIN = 512, 160, 400
 WINDOW_SAMPLES = 10080  # 0.63 s: 64 STFT frames
 LEVELS = (64, 128, 256, 512, 512)

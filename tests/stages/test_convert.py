@@ -8,7 +8,7 @@ from binauralizer.testing import synthetic_pool
 from binauralizer.pseudobinaural.training import TrainConfig, train
 from runhelpers import write_ingested
 from manifests.io import atomic_save_npy
-from stages.base import ConfigError, RunContext, StageError
+from stages.base import ConfigError, RunContext, Spatial, StageError
 from stages.convert import NO_TRAJECTORY, ConvertStage
 from stages.validate import ValidateStage
 
@@ -115,14 +115,15 @@ def test_validate_reads_binaural_path_and_traj_path(tmp_path):
 
 
 def test_preflight_names_the_hrir_set():
-    info = ConvertStage.preflight(ConvertStage.params_from({"mode": "sh"}))
+    info = ConvertStage.preflight(ConvertStage.params_from({"mode": "sh"}), Spatial())
     assert info["hrir"].endswith("MIT_KEMAR_normal_pinna.sofa") and info["directions"] == 710
-    with pytest.raises(ConfigError, match=r"hrir '/no/such.sofa'.*kemar, sonicom-1, sonicom-2"):
-        ConvertStage.preflight(ConvertStage.params_from({"mode": "direct", "hrir": "/no/such.sofa"}))
+    with pytest.raises(ConfigError, match=r"spatial.hrir '/no/such.sofa'.*kemar, sonicom-1, sonicom-2"):
+        ConvertStage.preflight(ConvertStage.params_from({"mode": "direct"}), Spatial(hrir="/no/such.sofa"))
+    assert ConvertStage.preflight(ConvertStage.params_from({}), Spatial(hrir="/no/such.sofa")) == {"mode": "unet"}
 
 
-@pytest.mark.parametrize("section, key", [({"mode": "stereo"}, "mode"), ({"sh_order": 0}, "sh_order"),
-                                          ({"decoder": "mmse"}, "decoder"), ({"update_s": 0.0}, "update_s")])
+@pytest.mark.parametrize("section, key", [({"mode": "stereo"}, "mode"), ({"layout": "cube"}, "layout"),
+                                          ({"interp": "cubic"}, "interp"), ({"update_s": 0.0}, "update_s")])
 def test_bad_settings_are_config_errors(section, key):
     with pytest.raises(ConfigError, match=f"stages.convert.{key}"):
         ConvertStage.params_from(section)
