@@ -109,9 +109,16 @@ class Encoders:
         from trainer import deps
 
         s = self.visual_size
-        frames = deps.decode_frames(path, VISUAL_FPS, s, s)
-        grey = deps.decode_frames(path, SYNC_FPS, SYNC_SIZE, SYNC_SIZE).mean(axis=-1)
-        return self.visual_features(frames), sync_features(grey)
+        frames = deps.decode_frames(path, SYNC_FPS, s, s)  # one decode: 24 fps, every third frame = 8 fps
+        step = int(SYNC_FPS // VISUAL_FPS)
+        grey = frames.mean(axis=-1, dtype=np.float32)
+        k = s // SYNC_SIZE if s % SYNC_SIZE == 0 else 0
+        if k:
+            grey = grey.reshape(len(grey), SYNC_SIZE, k, SYNC_SIZE, k).mean(axis=(2, 4))
+        else:
+            grey = torch.nn.functional.interpolate(torch.from_numpy(grey)[:, None], size=(SYNC_SIZE, SYNC_SIZE),
+                                                   mode="area")[:, 0].numpy()
+        return self.visual_features(np.ascontiguousarray(frames[::step])), sync_features(grey)
 
 
 def raw_sample(sample: dict) -> dict:

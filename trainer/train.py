@@ -88,7 +88,8 @@ CONFIGS = {
     # Minutes on 2 CPU cores: enough to learn level differences from the spatial condition.
     "tiny": TrainConfig(name="tiny", model=ModelConfig(hidden=64, heads=2, n_joint=1, n_single=1, mlp_ratio=2.0),
                         batch_size=8, crop_frames=32, lr=2e-3, warmup_steps=20, steps=300, ema_decay=0.98,
-                        num_workers=1, shuffle_buffer=32, checkpoint_every=100, log_every=20, visual_size=112),
+                        num_workers=1, shuffle_buffer=32, checkpoint_every=100, log_every=20, visual_size=112,
+                        threads=1),
 }
 
 
@@ -289,7 +290,7 @@ def train(cfg: TrainConfig, data_root: str, out_dir: str, device: str | torch.de
                     pe.lerp_(pm, 1 - decay)
             step, batch_in_epoch, trained = step + 1, batch_in_epoch + 1, trained + 1
             samples_seen += x1.shape[0]
-            entry = {"step": step, "epoch": epoch, "loss": float(loss), "loss_left": per_ear[0],
+            entry = {"step": step, "epoch": epoch, "loss": float(loss.detach()), "loss_left": per_ear[0],
                      "loss_right": per_ear[1], "lr": _lr(cfg, step - 1)}
             history.append(entry)
             if writer:
