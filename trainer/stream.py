@@ -234,12 +234,15 @@ class ShardStream(torch.utils.data.IterableDataset):
 
     def __iter__(self):
         worker, workers = self._worker()
-        samples = self.raw_samples(worker, workers)
         if self.cfg.exact_epoch:
             n_batches, drop = None, 0  # resume in exact mode: the trainer discards batches itself
         else:
+            # The DataLoader always starts its round robin at worker 0: after `skip` global batches the
+            # next one belongs to stream (skip % workers), so worker w plays stream (w + skip) % workers.
+            worker = (worker + self.skip) % workers
             n_batches = batches_per_worker(self.shards, self.cfg, self.world, workers)
-            drop = max(0, -(-(self.skip - worker) // workers)) if self.skip > worker else 0
+            drop = -(-(self.skip - worker) // workers) if self.skip > worker else 0
+        samples = self.raw_samples(worker, workers)
         produced = 0
         batch: list = []
         for sample in samples:

@@ -34,3 +34,21 @@ def features_dir(syn_shards, codec_path) -> str:
     out = os.path.join(os.path.dirname(syn_shards), "features")
     featurize(syn_shards, out, codec_path, visual_size=64)
     return out
+
+
+TINY_STEPS = 150
+
+
+def tiny_overrides(**extra) -> dict:
+    """The `tiny` config as the tests train it: in-process friendly, one torch thread."""
+    return {"steps": TINY_STEPS, "num_workers": 1, "checkpoint_every": 50, "threads": 1, **extra}
+
+
+@pytest.fixture(scope="session")
+def tiny_run(features_dir) -> dict:
+    """`tiny` trained on the synthetic feature shards (shared by the loss, sampling and mirror tests)."""
+    from trainer import train
+
+    out = os.path.join(os.path.dirname(features_dir), "tiny_run")
+    summary = train.train(train.get_config("tiny", tiny_overrides()), features_dir, out, device="cpu", progress=False)
+    return {"out": out, **summary}
