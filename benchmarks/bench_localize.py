@@ -23,8 +23,8 @@ def run(methods=METHODS, sample_dir: str | None = None) -> dict:
     import torch
 
     from binauralizer.localize import build_localiser
-    from binauralizer.localize.evaluate import evaluate, load_sample
-    from pipeline.sample import generate_sample
+    from samplegen.localizer_eval import evaluate, load_sample
+    from samplegen import generate_sample
 
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="bench-localize-") as tmp:

@@ -52,7 +52,7 @@ def run() -> dict:
     import ray
 
     from manifests.readers import read_input
-    from pipeline.sample import generate_sample
+    from samplegen import generate_sample
 
     tmp = tempfile.mkdtemp(prefix="bench_pipeline_")
     try:

@@ -102,7 +102,7 @@ def _share_of_sample_run(checkpoint: str, tmp: str) -> dict:
     """The sample run (ingest..quality, Ray, Audiobox architecture) and the share of its wall time in quality."""
     from pipeline.config import load_config
     from pipeline.runner import BuildRequest, build
-    from pipeline.sample import generate_sample
+    from samplegen import generate_sample
 
     sample = os.path.join(tmp, "sample")
     generate_sample(sample, clips=24, seed=0)

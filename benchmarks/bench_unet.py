@@ -30,10 +30,10 @@ def _convert(scale: str, window_batch: int, clips: int) -> dict:
 
     import torch
 
-    from binauralizer import unet
-    from binauralizer.conversion import ClipInput, UNetConverter
-    from binauralizer.pseudo_pairs import synthetic_pool
-    from binauralizer.training import tiny_model_path
+    from binauralizer.pseudobinaural import unet
+    from binauralizer.pseudobinaural.conversion import ClipInput, UNetConverter
+    from binauralizer.testing import synthetic_pool
+    from binauralizer.testing import tiny_model_path
 
     torch.set_num_threads(1)
     if scale == "tiny":
@@ -74,8 +74,8 @@ def _train(steps: int) -> dict:
 
     import torch
 
-    from binauralizer.pseudo_pairs import synthetic_pool
-    from binauralizer.training import TINY, train
+    from binauralizer.testing import synthetic_pool
+    from binauralizer.pseudobinaural.training import TINY, train
 
     torch.set_num_threads(1)
     pool = synthetic_pool(12, seed=0)
@@ -97,7 +97,7 @@ def _in_subprocess(name: str, *args) -> dict:
 
 
 def run() -> dict:
-    from binauralizer.training import tiny_model_path
+    from binauralizer.testing import tiny_model_path
 
     tiny_model_path()  # train (or reuse) the tiny model outside the timed subprocesses
     tiny = _in_subprocess("_convert", "tiny", 8, 3)

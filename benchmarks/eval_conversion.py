@@ -27,9 +27,10 @@ if ROOT not in sys.path:
 import numpy as np  # noqa: E402
 
 from binauralizer import metrics  # noqa: E402
-from binauralizer.conversion import ClipInput, UNetConverter, convert_mono, convert_sh  # noqa: E402
+from binauralizer.pseudobinaural.conversion import ClipInput, UNetConverter, convert_mono, convert_sh  # noqa: E402
 from binauralizer.hrir import load_hrirs  # noqa: E402
-from binauralizer.pseudo_pairs import PairConfig, PseudoPairGenerator, synthetic_pool  # noqa: E402
+from binauralizer.pseudobinaural.pseudo_pairs import PairConfig, PseudoPairGenerator  # noqa: E402
+from binauralizer.testing import synthetic_pool  # noqa: E402
 
 OFF_CENTRE_DEG = 15.0
 HELD_OUT_HRIR = "sonicom-1"
@@ -72,7 +73,7 @@ def evaluate(model_path: str | None, n_scenes: int = 48) -> dict:
 def run(model_path: str | None = None) -> dict:
     """Train (or reuse) the tiny model and evaluate unet / sh / mono on held-out scenes."""
     if model_path is None:
-        from binauralizer.training import tiny_model_path
+        from binauralizer.testing import tiny_model_path
 
         model_path = tiny_model_path()
     result = evaluate(model_path)

@@ -4,9 +4,9 @@ Used by the U-Net training (`binauralizer.pseudobinaural.training`) and the Spat
 (`trainer/`): one copy of the code that decides whether a checkpoint is complete, which one to
 resume, and how data-parallel workers start.
 
-- `atomic_torch_save`: torch.save through memory and a rename. Never half-written (a kill leaves
-  the previous file), and the same object gives the same bytes (torch.save names the zip records
-  after the file, so saving to a random temporary name would not be reproducible).
+- `atomic_torch_save` (the project's one writer, `manifests.io`): torch.save through memory and a
+  rename. Never half-written (a kill leaves the previous file), and the same object gives the same
+  bytes (torch.save names the zip records after the file, so a temporary name would show).
 - `latest_checkpoint(dir, identity)`: the newest `{identity}_step{N:08d}.pt`; checkpoints of another
   identity (other configuration or other data, see `data_digest`) are never resumed.
 - `launch_ray`: Ray Train `TorchTrainer` with `ScalingConfig(num_workers, use_gpu)`; gloo on CPU,
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import glob
 import hashlib
-import io
 import json
 import logging
 import os
@@ -26,22 +25,12 @@ from typing import Callable, Iterable
 
 import torch
 
-from manifests.io import atomic_write_bytes
+from binauralizer import devices
+from manifests.io import atomic_torch_save, atomic_write_text  # noqa: F401  (re-exported: the one writer)
 
 log = logging.getLogger(__name__)
 
 STEP_FILE = re.compile(r"_step(\d+)\.pt$")
-
-
-def atomic_torch_save(obj, path: str) -> None:
-    """torch.save through memory and a rename: never half-written, same object -> same bytes."""
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
-
-
-def atomic_write_text(path: str, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def checkpoint_path(directory: str, identity: str, step: int) -> str:
@@ -88,16 +77,10 @@ def data_digest(parts: Iterable[str | bytes | dict | list]) -> str:
     return h.hexdigest()[:16]
 
 
-def pick_device(requested: str | None = "auto") -> torch.device:
-    """`auto` -> cuda when available; an unavailable `cuda` falls back to CPU with a warning."""
-    requested = (requested or "auto").lower()
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(requested)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        log.warning("device %r requested but CUDA is not available: training on the CPU (slow)", requested)
-        return torch.device("cpu")
-    return device
+def pick_device(requested: str | float | None = "auto", what: str = "training") -> torch.device:
+    """`auto` -> cuda when available; an unavailable GPU falls back to the CPU with a warning
+    (the project's one rule, `binauralizer.devices.pick_device`)."""
+    return devices.pick_device(requested, what)
 
 
 def dist_info() -> tuple[int, int]:

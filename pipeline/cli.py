@@ -81,7 +81,7 @@ def _overrides(pairs: list[str]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "sample":
-        from pipeline.sample import generate_sample
+        from samplegen import generate_sample
 
         summary = generate_sample(args.out, clips=args.clips, seed=args.seed)
         print(json.dumps(summary, indent=2, default=str))

@@ -65,7 +65,7 @@ def random_checkpoint(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def sample_dir(tmp_path_factory):
-    from pipeline.sample import generate_sample
+    from samplegen import generate_sample
 
     out = tmp_path_factory.mktemp("sample")
     generate_sample(str(out), clips=24, seed=0)

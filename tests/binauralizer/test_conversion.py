@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from binauralizer import metrics
-from binauralizer.conversion import (
+from binauralizer.pseudobinaural.conversion import (
     HOP,
     WINDOW,
     ClipInput,
@@ -20,8 +20,8 @@ from binauralizer.conversion import (
     window_starts,
 )
 from binauralizer.hrir import load_hrirs
-from binauralizer.pseudo_pairs import synthetic_pool
-from binauralizer.training import tiny_model_path
+from binauralizer.testing import synthetic_pool
+from binauralizer.testing import tiny_model_path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from benchmarks import eval_conversion  # noqa: E402

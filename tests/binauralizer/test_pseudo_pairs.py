@@ -8,17 +8,22 @@ import torch
 
 from binauralizer import metrics
 from binauralizer.hrir import load_hrirs
-from binauralizer.pseudo_pairs import (
+from binauralizer.pseudobinaural.pseudo_pairs import (
+    CANVAS_HW,
     PairConfig,
-    PseudoPairDataset,
     PseudoPairGenerator,
     canvas_to_direction,
     crop_patch,
-    direction_to_canvas,
-    load_pool,
-    synthetic_pool,
 )
+from binauralizer.testing import synthetic_pool
 from stages.base import RunContext
+from stages.train_unet import load_pool
+
+
+def direction_to_canvas(az_deg, el_deg, canvas_hw=CANVAS_HW, fov=2.0 / 3.0):
+    """The inverse of canvas_to_direction, for checking it (test-only)."""
+    h, w = canvas_hw
+    return w / 2 - az_deg / (fov * 180.0) * w, h / 2 - el_deg / 90.0 * h
 
 
 @pytest.fixture(scope="module")
@@ -98,14 +103,6 @@ def test_moving_sources_and_camera_pan_render(kemar):
     assert np.sign(drift) == -np.sign(s.camera_pan_deg) and abs(drift) > 1.0
 
 
-def test_iterable_dataset_shards_over_workers(generator):
-    seen = [int(b["index"]) for b in torch.utils.data.DataLoader(PseudoPairDataset(generator, 0, 6), batch_size=None,
-                                                                  num_workers=2)]
-    assert sorted(seen) == list(range(6))
-    one = next(iter(PseudoPairDataset(generator, 4, 5)))
-    assert torch.equal(one["binaural"], torch.from_numpy(generator[4].binaural))
-
-
 def test_pool_from_a_run_folder(tmp_path, kemar):
     ctx = RunContext(out=str(tmp_path))
     src = synthetic_pool(2, seed=2)
@@ -115,6 +112,7 @@ def test_pool_from_a_run_folder(tmp_path, kemar):
     heat[:, 1, 1] = 1.0
     (tmp_path / "work" / "localize" / src[0].clip_id).mkdir(parents=True)
     np.save(tmp_path / "work" / "localize" / src[0].clip_id / "heatmap.npy", heat)
+    rows[0]["heatmap_path"] = f"work/localize/{src[0].clip_id}/heatmap.npy"  # what localize writes into its row
     pool, problems = load_pool(ctx, rows)
     assert [c.clip_id for c in pool] == [c.clip_id for c in src]
     assert problems[0]["clip_id"] == "gone" and "ingest" in problems[0]["reason"]

@@ -12,8 +12,8 @@ import time
 import numpy as np
 import torch
 
-from binauralizer import training
-from binauralizer.training import TrainConfig, batch_indices
+from binauralizer.pseudobinaural import training
+from binauralizer.pseudobinaural.training import TrainConfig, batch_indices
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MICRO = TrainConfig(steps=8, batch_size=4, width=0.0625, frame_size=(64, 128), checkpoint_every=2, seed=5)
@@ -21,8 +21,8 @@ MICRO = TrainConfig(steps=8, batch_size=4, width=0.0625, frame_size=(64, 128), c
 SCRIPT = textwrap.dedent("""
     import sys, torch
     torch.set_num_threads(1)
-    from binauralizer.training import TrainConfig, train
-    from binauralizer.pseudo_pairs import synthetic_pool
+    from binauralizer.pseudobinaural.training import TrainConfig, train
+    from binauralizer.testing import synthetic_pool
     cfg = TrainConfig(steps=8, batch_size=4, width=0.0625, frame_size=(64, 128), checkpoint_every=2, seed=5)
     train(cfg, synthetic_pool(4, seed=0, seconds=1.0), sys.argv[1])
 """)
@@ -77,7 +77,7 @@ def test_two_ray_train_workers_with_gloo_ddp_match_one_process(tmp_path):
 
     import ray
 
-    from binauralizer.pseudo_pairs import synthetic_pool
+    from binauralizer.testing import synthetic_pool
 
     torch.set_num_threads(1)
     cfg = dataclasses.replace(MICRO, steps=3, checkpoint_every=3)

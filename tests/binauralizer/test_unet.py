@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from binauralizer import unet
-from binauralizer.unet import UNetConfig
+from binauralizer.pseudobinaural import unet
+from binauralizer.pseudobinaural.unet import UNetConfig
 
 TINY = dict(width=0.0625, frame_size=(64, 128))
 

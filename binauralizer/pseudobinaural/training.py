@@ -9,12 +9,9 @@ checkpoint and produces exactly the losses an uninterrupted run would have produ
 from __future__ import annotations
 
 import dataclasses
-import glob
 import hashlib
 import json
 import os
-import re
-import tempfile
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -22,8 +19,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from binauralizer import unet as unet_mod
-from binauralizer.pseudo_pairs import PairConfig, PseudoPairGenerator, collate
+from binauralizer import torchtrain
+from binauralizer.pseudobinaural import unet as unet_mod
+from binauralizer.pseudobinaural.pseudo_pairs import PairConfig, PseudoPairGenerator, collate
 
 
 @dataclass
@@ -43,6 +41,9 @@ class TrainConfig:
     freeze_visual: bool = True
     apnet: bool = False
     hrir: str = "kemar"
+    fov_deg: float = 120.0  # camera field of view of the pseudo pairs' canvas (the run's spatial.fov_deg)
+    sh_order: int = 1
+    decoder: str = "lsq"
     seed: int = 0
     moving_prob: float = 0.0
     camera_rotation_prob: float = 0.0
@@ -54,7 +55,8 @@ class TrainConfig:
                                    freeze_visual=self.freeze_visual, frame_size=tuple(self.frame_size), apnet=self.apnet)
 
     def pair_config(self) -> PairConfig:
-        return PairConfig(moving_prob=self.moving_prob, camera_rotation_prob=self.camera_rotation_prob)
+        return PairConfig(moving_prob=self.moving_prob, camera_rotation_prob=self.camera_rotation_prob,
+                          fov=self.fov_deg / 180.0, sh_order=self.sh_order, decoder=self.decoder)
 
     def fingerprint(self) -> str:
         """Identity of a training run: every field except those that only say how long/how often."""
@@ -65,9 +67,7 @@ class TrainConfig:
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
-# Paper scale (configs/binauralvggsound.yaml) and the tiny configuration (sample run, tests).
-PAPER = TrainConfig(steps=60000, batch_size=192, width=1.0, frame_size=(224, 448), visual="mobilenet_v2",
-                    freeze_visual=False, decay_every=5000, checkpoint_every=1000)
+# The tiny configuration (sample run, tests); the paper scale lives in configs/binauralvggsound.yaml.
 TINY = TrainConfig(steps=150, batch_size=16, width=0.125, frame_size=(112, 224), lr_audio=2e-3, lr_fusion=2e-3,
                    checkpoint_every=50)
 
@@ -110,12 +110,7 @@ def _set_lr(opt: torch.optim.Optimizer, cfg: TrainConfig, step: int) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def _atomic_write_text(path: str, text: str) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+_atomic_write_text = torchtrain.atomic_write_text
 
 
 def checkpoint_dir(out_dir: str) -> str:
@@ -124,12 +119,7 @@ def checkpoint_dir(out_dir: str) -> str:
 
 def latest_checkpoint(out_dir: str, fingerprint: str, max_step: int | None = None) -> str | None:
     """Newest checkpoint of this training identity, at most `max_step` (others are never resumed)."""
-    found = []
-    for path in glob.glob(os.path.join(checkpoint_dir(out_dir), f"{fingerprint}_step*.pt")):
-        m = re.search(r"_step(\d+)\.pt$", path)
-        if m and (max_step is None or int(m.group(1)) <= max_step):
-            found.append((int(m.group(1)), path))
-    return max(found)[1] if found else None
+    return torchtrain.latest_checkpoint(checkpoint_dir(out_dir), fingerprint, max_step)
 
 
 def write_loss_curve(out_dir: str, history: list[dict], png: bool = True) -> None:
@@ -158,11 +148,11 @@ def write_loss_curve(out_dir: str, history: list[dict], png: bool = True) -> Non
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, metadata={"Software": None})
+    from manifests.io import atomic_path
+
+    with atomic_path(os.path.join(out_dir, "loss_curve.png")) as tmp:
+        fig.savefig(tmp, format="png", metadata={"Software": None})
     plt.close(fig)
-    os.replace(tmp, os.path.join(out_dir, "loss_curve.png"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -247,13 +237,11 @@ def _jsonable(cfg: TrainConfig) -> dict:
 
 
 def _save_checkpoint(out_dir, fp, model, opt, step, history, cfg) -> None:
-    path = os.path.join(checkpoint_dir(out_dir), f"{fp}_step{step:08d}.pt")
-    unet_mod.atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                        "history": history, "config": _jsonable(cfg)}, path)
+    path = torchtrain.checkpoint_path(checkpoint_dir(out_dir), fp, step)
+    torchtrain.atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                                  "history": history, "config": _jsonable(cfg)}, path)
     write_loss_curve(out_dir, history, png=False)
-    old = sorted(glob.glob(os.path.join(checkpoint_dir(out_dir), f"{fp}_step*.pt")))[: -cfg.keep_checkpoints]
-    for p in old:
-        os.unlink(p)
+    torchtrain.prune_checkpoints(checkpoint_dir(out_dir), fp, cfg.keep_checkpoints)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -261,17 +249,11 @@ def _save_checkpoint(out_dir, fp, model, opt, step, history, cfg) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def _ray_worker_loop(loop_config: dict) -> None:
-    import ray.train
-    import ray.train.torch
-
-    ctx = ray.train.get_context()
-    cfg = TrainConfig(**{**loop_config["config"], "frame_size": tuple(loop_config["config"]["frame_size"])})
-    pool = loop_config["pool_factory"]()
-    device = ray.train.torch.get_device()
-    result = train(cfg, pool, loop_config["out_dir"], device=device, rank=ctx.get_world_rank(),
-                   world_size=ctx.get_world_size())
-    ray.train.report({k: v for k, v in result.items() if isinstance(v, (int, float)) and v is not None})
+def _ray_train(config: dict, pool_factory: Callable[[], list], out_dir: str, device=None) -> dict:
+    """One Ray Train worker (torchtrain.launch_ray has set up the process group)."""
+    cfg = TrainConfig(**{**config, "frame_size": tuple(config["frame_size"])})
+    rank, world_size = torchtrain.dist_info()
+    return train(cfg, pool_factory(), out_dir, device=device, rank=rank, world_size=world_size)
 
 
 def train_with_ray(cfg: TrainConfig, pool_factory: Callable[[], list], out_dir: str, num_workers: int,
@@ -282,65 +264,9 @@ def train_with_ray(cfg: TrainConfig, pool_factory: Callable[[], list], out_dir: 
     read where the worker runs, not shipped through the driver). `out_dir` must be visible to
     every worker (the run folder on shared storage); rank 0 writes checkpoints and the model.
     """
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
-
-    trainer = TorchTrainer(
-        _ray_worker_loop,
-        train_loop_config={"config": _jsonable(cfg), "pool_factory": pool_factory, "out_dir": os.path.abspath(out_dir)},
-        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
-        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-        run_config=RunConfig(name=f"train_unet_{cfg.fingerprint()}",
-                             storage_path=storage_path or os.path.join(os.path.abspath(out_dir), "ray_results")),
-    )
-    result = trainer.fit()
-    if result.error:
-        raise result.error
+    out_dir = os.path.abspath(out_dir)
+    torchtrain.launch_ray(_ray_train, (_jsonable(cfg), pool_factory, out_dir), {}, num_workers=num_workers,
+                          use_gpu=use_gpu, name=f"train_unet_{cfg.fingerprint()}",
+                          storage_path=storage_path or os.path.join(out_dir, "ray_results"))
     with open(os.path.join(out_dir, "train_summary.json")) as fh:  # written by rank 0
         return json.load(fh)
-
-
-# ---------------------------------------------------------------------------------------------
-# A shared tiny model for tests, benchmarks and the evaluation (cached on disk)
-# ---------------------------------------------------------------------------------------------
-
-_SOURCES = ("unet.py", "training.py", "pseudo_pairs.py", "backbones.py", "sh_render.py", "hrir.py")
-
-
-def tiny_model_path(cache_root: str | None = None, cfg: TrainConfig = TINY, pool_seed: int = 0, pool_size: int = 12) -> str:
-    """Train the tiny configuration on the synthetic pool once and cache it; returns model.pt.
-
-    The cache key covers the configuration and the source of every module that shapes the
-    result, so a code change retrains instead of reusing a stale model.
-    """
-    from binauralizer.pseudo_pairs import synthetic_pool
-
-    here = os.path.dirname(os.path.abspath(__file__))
-    h = hashlib.sha256(cfg.fingerprint().encode() + f"{cfg.steps}/{pool_seed}/{pool_size}".encode())
-    for name in _SOURCES:
-        p = os.path.join(here, name)
-        if os.path.exists(p):
-            h.update(open(p, "rb").read())
-    root = cache_root or os.path.join(tempfile.gettempdir(), "binauralvgg-tiny-unet")
-    out_dir = os.path.join(root, h.hexdigest()[:16])
-    model_path = os.path.join(out_dir, "model.pt")
-    if not os.path.exists(model_path):
-        import fcntl
-
-        os.makedirs(out_dir, exist_ok=True)
-        with open(os.path.join(out_dir, ".lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # concurrent test processes train it once
-            if not os.path.exists(model_path):
-                threads = torch.get_num_threads()
-                torch.set_num_threads(1)  # robust on a shared machine (2 threads spin against other work)
-                try:
-                    train(cfg, synthetic_pool(pool_size, seed=pool_seed), out_dir)
-                finally:
-                    torch.set_num_threads(threads)
-                import shutil
-
-                shutil.rmtree(checkpoint_dir(out_dir), ignore_errors=True)  # the cache keeps the model only
-                for other in os.listdir(root):  # models of older code versions
-                    if other != os.path.basename(out_dir):
-                        shutil.rmtree(os.path.join(root, other), ignore_errors=True)
-    return model_path

@@ -12,7 +12,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from pipeline.sample import PLAN, generate_sample, pixel_to_direction, plan_clips
+from samplegen.clips import PLAN, generate_sample, pixel_to_direction, plan_clips
 
 N_CLIPS = 15  # the first 15 of the plan: every outcome, every format variant, both distractor kinds
 OUTCOMES = {"kept", "dropped:duration", "dropped:silence", "failed"}

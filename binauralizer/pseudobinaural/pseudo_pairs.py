@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-SAMPLE_RATE = 16000
+from binauralizer.constants import SAMPLE_RATE  # noqa: E402
 EXCERPT_SAMPLES = 10080
 CANVAS_HW = (360, 640)
 
@@ -47,13 +47,17 @@ class SourceClip:
 
 @dataclass
 class ClipRef:
-    """A kept clip read on demand (large pools: 10 s of frames is ~20 MB, so never all at once)."""
+    """A clip read on demand (large pools: 10 s of frames is ~20 MB, so never all at once).
 
-    ctx: object
-    row: dict
+    `reader` is a picklable zero-argument callable returning the SourceClip; the stage that owns
+    the run folder supplies it, so this module never learns where clips are stored.
+    """
+
+    clip_id: str
+    reader: object
 
     def load(self) -> SourceClip:
-        return _read_clip(self.ctx, self.row)
+        return self.reader()
 
 
 @dataclass
@@ -99,13 +103,6 @@ def canvas_to_direction(cx: float, cy: float, canvas_hw=CANVAS_HW, fov: float = 
     az = (w / 2 - cx) / w * math.pi * fov
     el = (h / 2 - cy) / h * math.pi / 2
     return math.degrees(az), math.degrees(el)
-
-
-def direction_to_canvas(az_deg: float, el_deg: float, canvas_hw=CANVAS_HW, fov: float = 2.0 / 3.0) -> tuple[float, float]:
-    h, w = canvas_hw
-    cx = w / 2 - math.radians(az_deg) / (math.pi * fov) * w
-    cy = h / 2 - math.radians(el_deg) / (math.pi / 2) * h
-    return cx, cy
 
 
 def _resize(img: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
@@ -282,114 +279,3 @@ def collate(scenes: list[Scene]) -> dict[str, torch.Tensor]:
         "binaural": torch.from_numpy(np.stack([s.binaural for s in scenes])),
         "frame": torch.from_numpy(np.stack([s.frame for s in scenes])),
     }
-
-
-class PseudoPairDataset(torch.utils.data.IterableDataset):
-    """Scenes start, start+1, ... (stop exclusive, None = endless), split across DataLoader workers."""
-
-    def __init__(self, generator: PseudoPairGenerator, start: int = 0, stop: int | None = None):
-        super().__init__()
-        self.generator, self.start, self.stop = generator, int(start), stop
-
-    def __iter__(self):
-        info = torch.utils.data.get_worker_info()
-        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
-        i = self.start + worker
-        while self.stop is None or i < self.stop:
-            s = self.generator[i]
-            yield {"index": i, "mixture": torch.from_numpy(s.mixture), "binaural": torch.from_numpy(s.binaural),
-                   "frame": torch.from_numpy(s.frame)}
-            i += workers
-
-
-# ---------------------------------------------------------------------------------------------
-# Source pools
-# ---------------------------------------------------------------------------------------------
-
-
-def _read_clip(ctx, row: dict) -> SourceClip:
-    from stages import clipdata
-
-    cid = row.get("clip_id", "?")
-    audio = clipdata.load_audio(ctx, row)
-    frames = clipdata.load_frames(ctx, row)
-    if frames.ndim != 4 or len(frames) == 0 or len(audio) == 0:
-        raise ValueError(f"clip {cid}: no frames or no audio in its window")
-    heat_path = os.path.join(ctx.work, "localize", cid, "heatmap.npy")
-    heat = np.load(heat_path, mmap_mode="r") if os.path.exists(heat_path) else None
-    return SourceClip(cid, audio, frames, float(row.get("frame_fps") or 8.0), heat)
-
-
-def load_pool(ctx, rows: list[dict], lazy: bool = False) -> tuple[list, list[dict]]:
-    """Source clips from a run folder's kept rows (via stages.clipdata); unusable rows reported.
-
-    Returns (pool, problems), each problem {"clip_id", "reason"}: a clip without frames or with
-    unreadable intermediates is skipped, never fatal. `lazy=True` returns ClipRefs that read a
-    clip only when a scene draws it (only the ingest files' existence is checked up front).
-    """
-    from stages import clipdata
-    from stages.base import StageError
-
-    pool, problems = [], []
-    for row in rows:
-        cid = row.get("clip_id", "?")
-        try:
-            if lazy:
-                source = row.get("source_id") or cid
-                if not clipdata.has_media(ctx, source):
-                    raise ValueError(f"missing audio or frames in {clipdata.ingest_dir(ctx, source)}: rerun ingest")
-                pool.append(ClipRef(ctx, row))
-            else:
-                pool.append(_read_clip(ctx, row))
-        except (StageError, OSError, ValueError) as exc:
-            problems.append({"clip_id": cid, "reason": str(exc)})
-    return pool, problems
-
-
-def synthetic_pool(n_clips: int = 12, seed: int = 0, seconds: float = 2.0, frame_hw=(224, 288),
-                   fps: float = 8.0) -> list[SourceClip]:
-    """Deterministic stand-in sources for tests, benchmarks and the evaluation: varied sounds
-    (harmonic tones with vibrato, band-passed noise bursts, chirps, click trains, AM noise) and
-    a frame of a coloured object on a textured background. Physics comes later, from real HRIRs.
-    """
-    from scipy import signal
-
-    sr, n = SAMPLE_RATE, int(seconds * SAMPLE_RATE)
-    t = np.arange(n) / sr
-    pool = []
-    for k in range(n_clips):
-        rng = np.random.default_rng(seed * 1000 + k)
-        kind = k % 5
-        if kind == 0:
-            f0 = rng.uniform(110, 440)
-            phase = 2 * np.pi * np.cumsum(f0 * (1 + 0.02 * np.sin(2 * np.pi * 5 * t))) / sr
-            x = sum(np.sin(h * phase) / h for h in range(1, 12) if h * f0 < sr / 2)
-        elif kind == 1:
-            lo = rng.uniform(200, 2000)
-            sos = signal.butter(4, [lo, min(lo * 4, 7500)], "bandpass", fs=sr, output="sos")
-            env = (np.sin(2 * np.pi * rng.uniform(1.5, 4) * t) > 0).astype(float)
-            x = signal.sosfilt(sos, rng.standard_normal(n)) * signal.lfilter([0.01], [1, -0.99], env)
-        elif kind == 2:
-            x = signal.chirp(t % 0.5, rng.uniform(200, 800), 0.5, rng.uniform(2000, 6000))
-        elif kind == 3:
-            x = np.zeros(n)
-            x[:: int(sr / rng.uniform(4, 20))] = 1.0
-            x = signal.lfilter(*signal.butter(2, rng.uniform(1000, 5000), fs=sr), x) * 20
-        else:
-            x = rng.standard_normal(n) * (1 + np.sin(2 * np.pi * rng.uniform(2, 8) * t))
-            x = signal.sosfilt(signal.butter(2, rng.uniform(500, 6000), fs=sr, output="sos"), x)
-        x = (x / (np.abs(x).max() + 1e-9) * 0.5).astype(np.float32)
-        h, w = frame_hw
-        yy, xx = np.mgrid[0:h, 0:w]
-        bg = (60 + 40 * np.sin(xx / rng.uniform(5, 20)) * np.cos(yy / rng.uniform(5, 20))).astype(np.float32)
-        frame = np.repeat(bg[..., None], 3, axis=2)
-        colour = rng.uniform(80, 255, 3)
-        r = min(h, w) * rng.uniform(0.2, 0.35)
-        if kind % 2:
-            mask = (yy - h / 2) ** 2 + (xx - w / 2) ** 2 < r**2
-        else:
-            mask = (np.abs(yy - h / 2) < r) & (np.abs(xx - w / 2) < r)
-        frame[mask] = colour
-        frames = np.repeat(frame.clip(0, 255).astype(np.uint8)[None], int(seconds * fps), axis=0)
-        pool.append(SourceClip(f"synthetic_{seed}_{k:03d}", x, frames, fps))
-    return pool

@@ -1,0 +1,107 @@
+"""Deterministic fixtures shared by the tests and the benchmarks (never used to build a dataset).
+
+synthetic_pool   -- stand-in source clips (varied sounds, a coloured object on a texture)
+tiny_model_path  -- the tiny U-Net trained once on that pool and cached in the temp folder
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+
+import numpy as np
+import torch
+
+from binauralizer.pseudobinaural.pseudo_pairs import SAMPLE_RATE, SourceClip
+from binauralizer.pseudobinaural.training import TINY, TrainConfig, checkpoint_dir, train
+
+
+def synthetic_pool(n_clips: int = 12, seed: int = 0, seconds: float = 2.0, frame_hw=(224, 288),
+                   fps: float = 8.0) -> list[SourceClip]:
+    """Deterministic stand-in sources for tests, benchmarks and the evaluation: varied sounds
+    (harmonic tones with vibrato, band-passed noise bursts, chirps, click trains, AM noise) and
+    a frame of a coloured object on a textured background. Physics comes later, from real HRIRs.
+    """
+    from scipy import signal
+
+    sr, n = SAMPLE_RATE, int(seconds * SAMPLE_RATE)
+    t = np.arange(n) / sr
+    pool = []
+    for k in range(n_clips):
+        rng = np.random.default_rng(seed * 1000 + k)
+        kind = k % 5
+        if kind == 0:
+            f0 = rng.uniform(110, 440)
+            phase = 2 * np.pi * np.cumsum(f0 * (1 + 0.02 * np.sin(2 * np.pi * 5 * t))) / sr
+            x = sum(np.sin(h * phase) / h for h in range(1, 12) if h * f0 < sr / 2)
+        elif kind == 1:
+            lo = rng.uniform(200, 2000)
+            sos = signal.butter(4, [lo, min(lo * 4, 7500)], "bandpass", fs=sr, output="sos")
+            env = (np.sin(2 * np.pi * rng.uniform(1.5, 4) * t) > 0).astype(float)
+            x = signal.sosfilt(sos, rng.standard_normal(n)) * signal.lfilter([0.01], [1, -0.99], env)
+        elif kind == 2:
+            x = signal.chirp(t % 0.5, rng.uniform(200, 800), 0.5, rng.uniform(2000, 6000))
+        elif kind == 3:
+            x = np.zeros(n)
+            x[:: int(sr / rng.uniform(4, 20))] = 1.0
+            x = signal.lfilter(*signal.butter(2, rng.uniform(1000, 5000), fs=sr), x) * 20
+        else:
+            x = rng.standard_normal(n) * (1 + np.sin(2 * np.pi * rng.uniform(2, 8) * t))
+            x = signal.sosfilt(signal.butter(2, rng.uniform(500, 6000), fs=sr, output="sos"), x)
+        x = (x / (np.abs(x).max() + 1e-9) * 0.5).astype(np.float32)
+        h, w = frame_hw
+        yy, xx = np.mgrid[0:h, 0:w]
+        bg = (60 + 40 * np.sin(xx / rng.uniform(5, 20)) * np.cos(yy / rng.uniform(5, 20))).astype(np.float32)
+        frame = np.repeat(bg[..., None], 3, axis=2)
+        colour = rng.uniform(80, 255, 3)
+        r = min(h, w) * rng.uniform(0.2, 0.35)
+        if kind % 2:
+            mask = (yy - h / 2) ** 2 + (xx - w / 2) ** 2 < r**2
+        else:
+            mask = (np.abs(yy - h / 2) < r) & (np.abs(xx - w / 2) < r)
+        frame[mask] = colour
+        frames = np.repeat(frame.clip(0, 255).astype(np.uint8)[None], int(seconds * fps), axis=0)
+        pool.append(SourceClip(f"synthetic_{seed}_{k:03d}", x, frames, fps))
+    return pool
+
+
+_SOURCES = ("pseudobinaural/unet.py", "pseudobinaural/training.py", "pseudobinaural/pseudo_pairs.py",
+            "pseudobinaural/backbones.py", "sh_render.py", "hrir.py")
+
+
+def tiny_model_path(cache_root: str | None = None, cfg: TrainConfig = TINY, pool_seed: int = 0, pool_size: int = 12) -> str:
+    """Train the tiny configuration on the synthetic pool once and cache it; returns model.pt.
+
+    The cache key covers the configuration and the source of every module that shapes the
+    result, so a code change retrains instead of reusing a stale model.
+    """
+    here = os.path.dirname(os.path.abspath(__file__))  # binauralizer/
+    h = hashlib.sha256(cfg.fingerprint().encode() + f"{cfg.steps}/{pool_seed}/{pool_size}".encode())
+    for name in _SOURCES:
+        p = os.path.join(here, name)
+        if os.path.exists(p):
+            h.update(open(p, "rb").read())
+    root = cache_root or os.path.join(tempfile.gettempdir(), "binauralvgg-tiny-unet")
+    out_dir = os.path.join(root, h.hexdigest()[:16])
+    model_path = os.path.join(out_dir, "model.pt")
+    if not os.path.exists(model_path):
+        import fcntl
+
+        os.makedirs(out_dir, exist_ok=True)
+        with open(os.path.join(out_dir, ".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # concurrent test processes train it once
+            if not os.path.exists(model_path):
+                threads = torch.get_num_threads()
+                torch.set_num_threads(1)  # robust on a shared machine (2 threads spin against other work)
+                try:
+                    train(cfg, synthetic_pool(pool_size, seed=pool_seed), out_dir)
+                finally:
+                    torch.set_num_threads(threads)
+                import shutil
+
+                shutil.rmtree(checkpoint_dir(out_dir), ignore_errors=True)  # the cache keeps the model only
+                for other in os.listdir(root):  # models of older code versions
+                    if other != os.path.basename(out_dir):
+                        shutil.rmtree(os.path.join(root, other), ignore_errors=True)
+    return model_path
