@@ -263,5 +263,6 @@ def load_features_info(features_root: str) -> dict:
     try:
         return json.loads(read_bytes(join_url(features_root, "features.json")))
     except OSError:
-        raise FileNotFoundError(f"{features_root}/features.json not found: run `python -m trainer featurize "
-                                f"--shards OUT/shards --out {features_root}` first, or train with --mode raw") from None
+        raise FileNotFoundError(f"{features_root}/features.json not found: --data must be a feature folder written by "
+                                "`python -m trainer featurize --shards OUT/shards --codec codec.pt --out OUT/features`; "
+                                "to train on dataset shards directly use --mode raw --codec codec.pt") from None
