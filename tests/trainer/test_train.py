@@ -51,7 +51,8 @@ def test_sigkill_then_resume_continues_the_same_loss_curve(features_dir, tiny_ru
     ckpts = os.path.join(out, "checkpoints")
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
-        if os.path.isdir(ckpts) and any("_step00000020" in f for f in os.listdir(ckpts)):
+        if os.path.isdir(ckpts) and any(f.endswith("_step00000020.pt") and not f.startswith(".tmp")
+                                        for f in os.listdir(ckpts)):  # complete, not the writer's temp file
             break
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
