@@ -21,6 +21,7 @@ ALLOWED = {
     "samplegen": {"binauralizer", "manifests"},
     "stages": {"binauralizer", "audioquality", "output", "manifests"},
     "pipeline": {"stages", "binauralizer", "audioquality", "output", "manifests", "samplegen"},
+    "trainer": {"stages", "binauralizer", "audioquality", "output", "manifests"},
 }
 PROJECT = set(ALLOWED) | {"benchmarks", "tests"}
 

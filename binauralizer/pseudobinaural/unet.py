@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from binauralizer.pseudobinaural.backbones import IMAGENET_MEAN, IMAGENET_STD, build_backbone
+from binauralizer.torchtrain import atomic_torch_save
 
 from binauralizer.constants import SAMPLE_RATE  # noqa: E402
 N_FFT, HOP, WIN = 512, 160, 400
@@ -248,13 +249,6 @@ def save_model(model: AudioVisualUNet, path: str) -> None:
     file, so saving to a random temporary name would make identical weights differ in bytes.
     """
     atomic_torch_save({"config": model.config.to_dict(), "state_dict": model.state_dict()}, path)
-
-
-def atomic_torch_save(obj, path: str) -> None:
-    """torch.save through memory and the project's one atomic writer: same object -> same bytes."""
-    from manifests.io import atomic_torch_save as save
-
-    save(obj, path)
 
 
 def load_model(path: str, device: str | torch.device = "cpu") -> AudioVisualUNet:
