@@ -67,6 +67,8 @@ class Stage:
     reads: ClassVar[tuple[str, ...]] = ()
     writes: ClassVar[tuple[str, ...]] = ()
     kind: ClassVar[str] = "task"
+    # Set by the runner while a global stage runs: progress(done, total, unit, **values), e.g. training steps.
+    progress: Any = None
 
     def __init__(self, params: Params, ctx: "RunContext"):
         self.params = params

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -18,7 +19,7 @@ def full_run(sample_dir, tmp_path_factory):
            os.path.join(sample_dir, "manifest.csv"), "--media-root", sample_dir, "--out", out, "--no-progress"]
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stderr[-3000:]
-    return out, cmd, result.stdout
+    return out, cmd, result.stdout + result.stderr  # stderr: the log lines (no bars: not a terminal)
 
 
 def test_every_stage_runs_and_the_funnel_says_so(full_run):
@@ -31,6 +32,18 @@ def test_every_stage_runs_and_the_funnel_says_so(full_run):
     assert stats["preflight"]["quality"]["backend"] == "dsp"  # no Audiobox checkpoint offline: said loudly
     for line in ("failed: no audio stream x1", "dropped: too short x2", "dropped: mostly silent x2", "note [quality]: backend=dsp"):
         assert line in stdout
+
+
+def test_console_and_build_log_follow_the_training_and_every_stage(full_run):
+    out, _, console = full_run
+    log = open(os.path.join(out, "logs", "build.log")).read()
+    for text in (console, log):
+        assert re.search(r"train_unet: 15/150 steps \(10 %\), [\d.]+ steps/s, ETA .*, loss [\d.]+", text)
+        assert re.search(r"train_unet: 150/150 steps \(100 %\), [\d.]+ steps/s, finished, loss [\d.]+", text)
+        assert re.search(r"stage 5 of 9: localize \(actor\): 3 of 3 chunks to run, 17 clips", text)
+        assert re.search(r"localize: 17/17 clips \(100 %\), [\d.]+ clips/s, finished", text)
+        assert re.search(r"build finished in .*: 24 clips in, 17 kept, 4 dropped, 3 failed", text)
+        assert "\r" not in text
 
 
 def test_outputs_are_a_dataset_with_a_report(full_run):
