@@ -11,7 +11,7 @@ import sys
 import yaml
 
 from output.about import TOOL, tool_version
-from pipeline.names import did_you_mean
+from stages.base import closest
 
 EPILOG_BUILD = """
 examples:
@@ -33,7 +33,7 @@ class _Parser(argparse.ArgumentParser):
         found = re.search(r"invalid choice: '?([^'\s]*)'? \(choose from (.*)\)", message)
         if found:
             options = re.findall(r"'?([\w.-]+)'?", found.group(2))
-            message += did_you_mean(found.group(1), options)
+            message += closest(found.group(1), options)
         super().error(message)
 
 
@@ -119,8 +119,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "status":
         from pipeline.status import format_status, run_status
 
+        from stages.base import ConfigError
+
         try:
             report = run_status(args.out)
+        except ConfigError as exc:
+            print(f"error: {args.out}/config.yaml does not load with this version of {TOOL}: {exc}", file=sys.stderr)
+            return 2
         except FileNotFoundError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

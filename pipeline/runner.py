@@ -26,9 +26,8 @@ from pipeline.fingerprint import digest, row_key, stage_fingerprints
 from pipeline import logs
 from pipeline.funnel import format_funnel, stage_counts
 from pipeline.lock import RunLock
-from pipeline.names import did_you_mean
 from stages import stage_class
-from stages.base import DROPPED, FAILED, KEPT, ConfigError, RunContext
+from stages.base import DROPPED, FAILED, KEPT, ConfigError, RunContext, closest
 
 log = logging.getLogger("pipeline")
 
@@ -81,7 +80,7 @@ class Runner:
         names = self.config.run.stages
         for flag, value in (("--from", self.req.from_stage), ("--only", self.req.only)):
             if value is not None and value not in names:
-                raise ConfigError(f"{flag} {value}: not a stage of this run{did_you_mean(value, names)}; "
+                raise ConfigError(f"{flag} {value}: not a stage of this run{closest(value, names)}; "
                                   f"stages: {names}")
         preflight = self._preflight()
         self.ctx.extra["preflight"] = preflight  # workers use the driver's resolution, not their own
