@@ -22,6 +22,7 @@ from manifests.io import atomic_write_bytes, atomic_write_json, chunk_name, read
 from manifests.readers import InputManifest, read_input
 from pipeline.config import Config, dump_config
 from pipeline.executors import StageSpec, make_executor
+from pipeline.executors.base import worker_id
 from pipeline.fingerprint import digest, row_key, stage_fingerprints
 from pipeline import logs
 from pipeline.funnel import format_funnel, stage_counts
@@ -70,7 +71,7 @@ class Runner:
             media_root=os.path.abspath(request.media_root) if request.media_root else "",
             seed=self.config.run.seed,
             spatial=self.config.spatial,
-            extra={"dataset": dataclasses.asdict(self.config.dataset)},
+            extra={"dataset": dataclasses.asdict(self.config.dataset), "stage_params": dict(self.config.stage_params)},
         )
         self._executor = None
 
@@ -125,12 +126,20 @@ class Runner:
             if self._executor is not None:
                 self._executor.close()
         stats = self._write_stats(plans, manifest, preflight, time.time() - started)
-        for plan in plans:
-            if plan.selected or plan.state == "done earlier":
-                plan.stage.finalize()
+        self._publish(plans)
         log.info("funnel:\n%s", format_funnel(stats), extra={"console": False})  # the CLI prints it itself
         log.info("build finished in %s: %s", logs.duration(time.time() - started), funnel_line(stats))
         return stats
+
+    def _publish(self, plans: list[StagePlan]) -> None:
+        """The run-level step after the funnel: report and card, when validate is complete."""
+        validate = next((p for p in plans if p.name == "validate"), None)
+        if validate is not None and (validate.state == "done earlier" or validate.state.startswith("ran")):
+            from output.publish import publish
+
+            started = time.time()
+            publish(self.out)
+            log.info("report and card written in %.1f s", time.time() - started)
 
     # ------------------------------------------------------------------------------------------
     def _preflight(self) -> dict:
@@ -139,7 +148,7 @@ class Runner:
         for name in self.config.run.stages:
             cls = stage_class(name)
             if hasattr(cls, "preflight"):
-                result = cls.preflight(self.config.stage_params[name], self.config.spatial)
+                result = cls.preflight(self.config.stage_params[name], self.config.spatial, dict(info))
                 if result:
                     info[name] = result
         return info
@@ -309,9 +318,11 @@ class Runner:
     def _finish_chunk(self, plan: StagePlan, k: int, entry, measurements, cache: bool = True) -> None:
         rows, expected = entry
         stage = plan.stage
-        out_rows, good = [], []
+        out_rows, good, workers = [], [], set()
         for row, m in zip(rows, measurements):
-            m = m or {}
+            m = dict(m or {})
+            if "_worker" in m:
+                workers.add(m.pop("_worker"))
             if "_error" in m:
                 out_rows.append({**row, "status": FAILED, "reason": str(m["_error"])})
                 continue
@@ -328,7 +339,10 @@ class Runner:
             table = pa.table({"key": pa.array(keys, pa.string()), "m": pa.array([json.dumps(g, default=_jsonable) for g in good], pa.string())})
             write_table(self._cache_path(plan, k), table)
         counts = {s: sum(1 for r in out_rows if r["status"] == s) for s in (KEPT, DROPPED, FAILED)}
-        atomic_write_json(self._marker_path(plan.name, k), {"fingerprint": expected, **counts})
+        marker = {"fingerprint": expected, **counts}
+        if workers:  # host:pid of the processes that measured this chunk (auditing a cluster run)
+            marker["workers"] = sorted(workers)
+        atomic_write_json(self._marker_path(plan.name, k), marker)
 
     def _load_cache(self, plan: StagePlan, k: int) -> dict:
         path = self._cache_path(plan, k)
@@ -370,6 +384,7 @@ class Runner:
             "stages": {},
             "preflight": preflight,
             "executor": self.req.executor or self.config.executor.name,
+            "driver": worker_id(),
             "wall_s": round(wall, 3),
         }
         for plan in plans:
