@@ -219,6 +219,8 @@ def card_text(rows: list[dict], table: SummaryTable, *, stats: dict | None = Non
         "| split | clips | hours | shards |", "|---|---|---|---|",
         *[f"| {s} | {v.get('samples', 0)} | {v['hours']:.2f} | {v.get('shards', 0)} |" for s, v in splits.items()],
         "",
+        *([f"Shards: {int(total.get('shards') or 0)} tar files, {int(total.get('bytes') or 0) / 2**30:.2f} GiB in all.",
+           ""] if (total := (sizes or {}).get("total") or {}) else []),
         f"{len(classes)} classes. Conversion: " + (", ".join(f"{m} ({n} clips)" for m, n in sorted(modes.items())) or
                                                    "unknown") + "; localiser: " +
         (", ".join(f"{m} ({n} clips)" for m, n in sorted(localisers.items())) or "none") + ".", "",

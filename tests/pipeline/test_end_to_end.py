@@ -42,7 +42,7 @@ def test_console_and_build_log_follow_the_training_and_every_stage(full_run):
     for text in (console, log):
         assert re.search(r"train_unet: 15/150 steps \(10 %\), [\d.]+ steps/s, ETA .*, loss [\d.]+", text)
         assert re.search(r"train_unet: 150/150 steps \(100 %\), [\d.]+ steps/s, finished, loss [\d.]+", text)
-        assert re.search(r"stage 5 of 9: localize \(actor\): 3 of 3 chunks to run, 17 clips", text)
+        assert re.search(r"stage 5 of 10: localize \(actor\): 3 of 3 chunks to run, 17 clips", text)
         assert re.search(r"localize: 17/17 clips \(100 %\), [\d.]+ clips/s, finished", text)
         assert re.search(r"build finished in .*: 24 clips in, 17 kept, 4 dropped, 3 failed", text)
         assert "\r" not in text
@@ -119,8 +119,13 @@ def test_rerun_does_nothing_and_changes_nothing(full_run):
     out, cmd, _ = full_run
     before = manifest_bytes(out)
     shards = {f: open(os.path.join(out, "shards", f), "rb").read() for f in os.listdir(os.path.join(out, "shards")) if f.endswith(".tar")}
+    pages = {f: open(os.path.join(out, f), "rb").read() for f in ("README.md", "report/index.html")}
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert {f: open(os.path.join(out, f), "rb").read() for f in pages} == pages  # card and report: same bytes
+    assert "stage 10 of 10: shard done earlier" in result.stderr
+    assert re.search(r"build finished in .*: 24 clips in, 17 kept, 4 dropped, 3 failed\n$",
+                     open(os.path.join(out, "logs", "build.log")).read())
     stats = json.load(open(os.path.join(out, "stats.json")))
     assert all(s["state"] == "done earlier" for s in stats["stages"].values())
     assert manifest_bytes(out) == before
