@@ -39,7 +39,8 @@ else
 		$(if $(EXECUTOR),--executor $(EXECUTOR)) $(ARGS)
 endif
 
-test: env
+test:
+	@scripts/setup_env.sh --test
 	$(PYTHON_BIN) -m pytest -q --durations=15
 
 bench: env

@@ -20,9 +20,9 @@ import yaml
 from binauralizer import metrics as M
 from binauralizer.constants import SAMPLE_RATE
 from manifests import artifacts as A
-from manifests.io import atomic_write_text, read_rows, write_table
+from manifests.io import atomic_path, atomic_write_text, read_rows, write_table
 from manifests.schema import DOWNMIX_SCORES, rows_to_table
-from output.card import write_card
+from output.card import dataset_date, write_card
 from output.report import build_table, write_report
 
 CLIP_METRICS = ("clip_id", "label", "split", "iacc", "ild_db", "itd_ms", "isd_db", "ipd_rad", "lateral_agree",
@@ -94,6 +94,57 @@ def trace(out: str, row: dict, segment_s: float = M.SEGMENT_S) -> dict:
             "spec_l_db": spec_db[0], "spec_r_db": spec_db[1]}
 
 
+# Filter stages whose kept and dropped clips the report plots: (stage, column, threshold setting, x label).
+FILTERS = (("duration", "duration_s", "min_seconds", "source duration (s)"),
+           ("silence", "silent_fraction", "max_silent_fraction", "silent fraction"),
+           ("quality", "aes_pq", "min_pq", "Audiobox PQ"),
+           ("quality", "dsp_score", None, "dsp score (no threshold)"))
+
+
+def filter_views(out: str, config: dict) -> list[dict]:
+    """Kept and dropped values of each filter stage that ran, with its threshold (for the report)."""
+    views = []
+    for stage, column, key, label in FILTERS:
+        files = sorted(glob.glob(os.path.join(out, "manifests", stage, "chunk-*.parquet")))
+        rows = [r for f in files for r in read_rows(f)]
+        values = {status: [float(r[column]) for r in rows if r.get("status") == status
+                           and isinstance(r.get(column), (int, float)) and np.isfinite(r[column])]
+                  for status in ("kept", "dropped")}
+        if not values["kept"] and not values["dropped"]:
+            continue
+        threshold = ((config.get("stages") or {}).get(stage) or {}).get(key) if key else None
+        views.append({"stage": stage, "column": column, "label": label, **values,
+                      "threshold": float(threshold) if isinstance(threshold, (int, float)) else None})
+    return views
+
+
+def clip_audio(out: str, row: dict) -> dict:
+    """report/audio/<clip>.binaural.flac and .mono.flac (16-bit FLAC: same audio, same bytes)."""
+    import soundfile as sf
+
+    folder = os.path.join(out, "report", "audio")
+    os.makedirs(folder, exist_ok=True)
+    binaural = np.load(A.row_file(out, row, "binaural_path"), allow_pickle=False)
+    source = np.load(A.resolve(out, A.ingest_file(str(row.get("source_id") or row["clip_id"]), A.AUDIO)),
+                     mmap_mode="r")
+    start = int(row.get("window_start") or 0)
+    mono = np.zeros(binaural.shape[1], np.float32)
+    part = np.asarray(source[start : start + mono.size], np.float32)
+    mono[: part.size] = part
+    names = {}
+    for kind, audio in (("binaural", binaural.T), ("mono", mono)):
+        name = f"{row['clip_id']}.{kind}.flac"
+        with atomic_path(os.path.join(folder, name)) as tmp:
+            sf.write(tmp, np.clip(audio, -1, 1), SAMPLE_RATE, format="FLAC", subtype="PCM_16")
+        names[kind] = f"audio/{name}"
+    return names
+
+
+def loss_history(out: str) -> list[dict]:
+    path = os.path.join(os.path.dirname(A.resolve(out, A.model())), "loss_curve.json")
+    return _read_json(path).get("history") or []
+
+
 def publish(out: str) -> dict | None:
     """Write the report and the card for the run folder `out`; None when validate has not run there."""
     rows = validated_rows(out)
@@ -105,10 +156,13 @@ def publish(out: str) -> dict | None:
     settings = ((config.get("stages") or {}).get("validate") or {})
     downmix = downmix_record(rows, preflight.get("validate") or {})
     table = build_table(rows, downmix, preflight)
-    traces = [trace(out, r, float(settings.get("segment_s") or M.SEGMENT_S))
-              for r in report_selection(rows, int(settings.get("report_clips", 4)))]
+    selected = report_selection(rows, int(settings.get("report_clips", 4)))
+    traces = [{**trace(out, r, float(settings.get("segment_s") or M.SEGMENT_S)), "audio": clip_audio(out, r)}
+              for r in selected]
     title = str((config.get("dataset") or {}).get("name") or "Binaural dataset")
-    report = write_report(out, rows, table, stats=stats, config=config, preflight=preflight, traces=traces, title=title)
+    report = write_report(out, rows, table, stats=stats, config=config, preflight=preflight, traces=traces, title=title,
+                          filters=filter_views(out, config), loss=loss_history(out), date=dataset_date(out),
+                          sizes=_read_json(os.path.join(out, "shards", "sizes.json")) or None)
     card = write_card(out, rows, table, stats=stats, config=config, preflight=preflight,
                       licence=str(settings.get("licence") or ""),
                       sizes=_read_json(os.path.join(out, "shards", "sizes.json")) or None)

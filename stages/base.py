@@ -164,6 +164,8 @@ class Stage:
     writes: ClassVar[tuple[str, ...]] = ()
     spatial_keys: ClassVar[tuple[str, ...]] = ()
     kind: ClassVar[str] = "task"
+    # Set by the runner while a global stage runs: progress(done, total, unit, **values), e.g. training steps.
+    progress: Any = None
 
     def __init__(self, params: Params, ctx: "RunContext"):
         self.params = params

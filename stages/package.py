@@ -32,6 +32,7 @@ import numpy as np
 import soundfile as sf
 
 from output.captions import label_sentence, spatial_phrase, trajectory_summary
+from output.sample_schema import QUALITY_SCORES, SPATIAL_METRICS, check_json
 from output.shards import check_key, check_split
 from stages.base import ConfigError, Params, Stage, StageError, settings
 from manifests import artifacts as A
@@ -41,9 +42,8 @@ from stages.media import FFMPEG, FFPROBE, _run, local_media
 
 VIDEO_MODES = ("copy_or_encode", "encode", "none")
 FLAC_SUBTYPES = ("PCM_16", "PCM_24")
-METRIC_COLUMNS = ("iacc", "ild_db", "itd_ms", "isd_db", "ipd_rad", "lateral_agree")
-QUALITY_COLUMNS = ("aes_ce", "aes_cu", "aes_pc", "aes_pq",
-                   "dsp_clipping", "dsp_bandwidth_hz", "dsp_snr_db", "dsp_score")
+METRIC_COLUMNS = SPATIAL_METRICS  # the json's names are the manifest's columns (output/sample_schema.py)
+QUALITY_COLUMNS = QUALITY_SCORES
 
 
 @settings
@@ -316,6 +316,7 @@ class PackageStage(Stage):
         meta["media"] = {"video": video_mode, "mp4_audio": p.mp4_audio if video_mode else None,
                          "flac_subtype": p.flac_subtype, "clipped_samples": clipped,
                          "clipped_samples_mono": clipped_mono}
+        check_json(_clean(meta))  # every sample's json has exactly the schema's fields and types
         files["meta.json"] = json_bytes(meta)
         for name, data in files.items():
             atomic_write_bytes(os.path.join(folder, name), data)

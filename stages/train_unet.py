@@ -131,10 +131,13 @@ class TrainUNetStage(Stage):
         cfg = train_config(p, self.ctx.seed, self.ctx.spatial)
         if p.ddp_workers > 1 or p.num_gpus > 0:
             usable = [r for r in rows if r.get("clip_id") not in bad]
+            logging.getLogger(__name__).info(
+                "train_unet: %d steps over %d Ray Train workers; step and loss lines are rank 0's (Ray worker "
+                "logs), the loss curve is written at each checkpoint", cfg.steps, int(p.num_gpus or p.num_workers))
             train_with_ray(cfg, functools.partial(_pool_for_worker, self.ctx, usable, lazy), out_dir,
                            num_workers=p.ddp_workers, use_gpu=p.num_gpus > 0)
         else:
-            train(cfg, pool, out_dir, log=logging.getLogger(__name__).info)
+            train(cfg, pool, out_dir, progress=self.progress)
         return [{"_error": f"train_unet: unreadable clip: {bad[r['clip_id']]}"} if r.get("clip_id") in bad else {}
                 for r in rows]
 

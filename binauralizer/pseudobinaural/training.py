@@ -167,8 +167,11 @@ def load_hrirs(name: str):
 
 
 def train(cfg: TrainConfig, pool, out_dir: str, hrirs=None, device: str | torch.device = "cpu",
-          rank: int = 0, world_size: int = 1, log: Callable[[str], None] | None = None) -> dict:
+          rank: int = 0, world_size: int = 1, log: Callable[[str], None] | None = None,
+          progress: Callable[..., None] | None = None) -> dict:
     """Train (or resume) to `cfg.steps`; rank 0 writes checkpoints, model.pt and the loss curve.
+
+    `progress(done_steps, total_steps, "step", loss=...)` is called on rank 0 after every step.
 
     When torch.distributed is initialised (Ray Train or torchrun) the model is wrapped in DDP and
     each rank renders its slice of every global batch.
@@ -216,6 +219,8 @@ def train(cfg: TrainConfig, pool, out_dir: str, hrirs=None, device: str | torch.
         done = step + 1
         if rank == 0 and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
             _save_checkpoint(out_dir, fp, model, opt, done, history, cfg)
+        if progress and rank == 0:
+            progress(done, cfg.steps, "step", loss=history[-1]["total"])
         if log and rank == 0 and (done % max(1, cfg.steps // 10) == 0):
             log(f"train_unet step {done}/{cfg.steps} loss {history[-1]['total']:.4f}")
     elapsed = time.perf_counter() - t0

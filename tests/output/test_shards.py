@@ -309,7 +309,7 @@ def test_ray_reads_the_shards(sharded, ray_session):
 def test_hugging_face_datasets_reads_the_shards(sharded, tmp_path):
     from datasets import load_dataset
 
-    from output.card import hf_features
+    from output.sample_schema import hf_features
 
     ctx, _, _ = sharded
     files = {s: sorted(glob.glob(os.path.join(ctx.out, "shards", f"{s}-*.tar"))) for s in ("train", "test")}

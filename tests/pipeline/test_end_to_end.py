@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -19,7 +20,7 @@ def full_run(sample_dir, tmp_path_factory):
            os.path.join(sample_dir, "manifest.csv"), "--media-root", sample_dir, "--out", out, "--no-progress"]
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stderr[-3000:]
-    return out, cmd, result.stdout
+    return out, cmd, result.stdout + result.stderr  # stderr: the log lines (no bars: not a terminal)
 
 
 def test_every_stage_runs_and_the_funnel_says_so(full_run):
@@ -33,6 +34,18 @@ def test_every_stage_runs_and_the_funnel_says_so(full_run):
     assert stats["preflight"]["quality"]["backend"] == "dsp"  # no Audiobox checkpoint offline: said loudly
     for line in ("failed: no audio stream x1", "dropped: too short x2", "dropped: mostly silent x2", "note [quality]: backend=dsp"):
         assert line in stdout
+
+
+def test_console_and_build_log_follow_the_training_and_every_stage(full_run):
+    out, _, console = full_run
+    log = open(os.path.join(out, "logs", "build.log")).read()
+    for text in (console, log):
+        assert re.search(r"train_unet: 15/150 steps \(10 %\), [\d.]+ steps/s, ETA .*, loss [\d.]+", text)
+        assert re.search(r"train_unet: 150/150 steps \(100 %\), [\d.]+ steps/s, finished, loss [\d.]+", text)
+        assert re.search(r"stage 5 of 10: localize \(actor\): 3 of 3 chunks to run, 17 clips", text)
+        assert re.search(r"localize: 17/17 clips \(100 %\), [\d.]+ clips/s, finished", text)
+        assert re.search(r"build finished in .*: 24 clips in, 17 kept, 4 dropped, 3 failed", text)
+        assert "\r" not in text
 
 
 def test_outputs_are_a_dataset_with_a_report(full_run):
@@ -106,8 +119,13 @@ def test_rerun_does_nothing_and_changes_nothing(full_run):
     out, cmd, _ = full_run
     before = manifest_bytes(out)
     shards = {f: open(os.path.join(out, "shards", f), "rb").read() for f in os.listdir(os.path.join(out, "shards")) if f.endswith(".tar")}
+    pages = {f: open(os.path.join(out, f), "rb").read() for f in ("README.md", "report/index.html")}
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert {f: open(os.path.join(out, f), "rb").read() for f in pages} == pages  # card and report: same bytes
+    assert "stage 10 of 10: shard done earlier" in result.stderr
+    assert re.search(r"build finished in .*: 24 clips in, 17 kept, 4 dropped, 3 failed\n$",
+                     open(os.path.join(out, "logs", "build.log")).read())
     stats = json.load(open(os.path.join(out, "stats.json")))
     assert all(s["state"] == "done earlier" for s in stats["stages"].values())
     assert manifest_bytes(out) == before
