@@ -124,6 +124,10 @@ class QualityStage(Stage):
             )
 
     def measure(self, rows: list[dict]) -> list[dict]:
+        """Every declared column on every scored row (null for the other backend's): one schema per run."""
+        return [m if "_error" in m else {**dict.fromkeys(self.writes), **m} for m in self._measure(rows)]
+
+    def _measure(self, rows: list[dict]) -> list[dict]:
         if not hasattr(self, "backend"):
             self.setup()
         results: list[dict | None] = [None] * len(rows)
