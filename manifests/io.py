@@ -17,10 +17,26 @@ import pyarrow.parquet as pq
 from manifests.schema import rows_to_table
 
 
+def _read_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+UMASK = _read_umask()
+
+
+def umask_mode(fd: int) -> None:
+    """mkstemp creates 0600 files; give them the mode any other new file gets (0666 minus the umask)
+    so other users on shared storage can read a run."""
+    os.fchmod(fd, 0o666 & ~UMASK)
+
+
 def atomic_write_bytes(path: str, data: bytes) -> None:
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".tmp-")
     try:
+        umask_mode(fd)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()

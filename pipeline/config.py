@@ -28,6 +28,7 @@ class RunSettings:
     sample_rate: int = 16000
     seed: int = 0
     stages: list[str] = field(default_factory=lambda: ["ingest", "duration", "silence"])
+    allow_media_outside_root: bool = False  # rows whose video resolves outside --media-root are refused
 
 
 @dataclass
@@ -131,6 +132,8 @@ def _check_run(run: RunSettings) -> None:
     positions = [ORDER.index(n) for n in run.stages]
     if positions != sorted(positions) or len(set(positions)) != len(positions):
         raise ConfigError(f"run.stages: stages must appear once each in pipeline order {list(ORDER)}")
+    if not isinstance(run.allow_media_outside_root, bool):
+        raise ConfigError(f"run.allow_media_outside_root: true or false, got {run.allow_media_outside_root!r}")
     if run.stages[0] != "ingest":
         raise ConfigError("run.stages: the first stage must be ingest")
 

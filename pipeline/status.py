@@ -39,7 +39,7 @@ def run_status(out: str) -> dict:
         done = [bool(m) and m.get("fingerprint") == e for m, e in zip(markers, expected)]
         stale = sum(1 for m, d in zip(markers, done) if m and not d)
         report["stages"][stage.name] = {
-            "chunks": len(upstream), "done": sum(done), "stale": stale, **stage_counts(out, stage.name),
+            "chunks": len(upstream), "done": sum(done), "stale": stale, **stage_counts(out, stage.name, len(upstream)),
         }
         upstream = [m.get("fingerprint", "") if m else "" for m in markers]
     return report

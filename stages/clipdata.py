@@ -18,6 +18,7 @@ import tempfile
 
 import numpy as np
 
+from manifests.io import umask_mode
 from stages.base import RunContext, StageError
 
 
@@ -30,6 +31,7 @@ def atomic_save_npy(path: str, array: np.ndarray) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
     try:
+        umask_mode(fd)
         with os.fdopen(fd, "wb") as fh:
             np.save(fh, array, allow_pickle=False)
         os.replace(tmp, path)

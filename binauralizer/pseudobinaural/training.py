@@ -111,9 +111,16 @@ def _set_lr(opt: torch.optim.Optimizer, cfg: TrainConfig, step: int) -> None:
 def _atomic_write_text(path: str, text: str) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
+    os.fchmod(fd, 0o666 & ~_umask())  # readable like any other file, not mkstemp's 0600
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
     os.replace(tmp, path)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def checkpoint_dir(out_dir: str) -> str:
@@ -157,6 +164,7 @@ def write_loss_curve(out_dir: str, history: list[dict], png: bool = True) -> Non
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=".png")
+    os.fchmod(fd, 0o666 & ~_umask())
     os.close(fd)
     fig.savefig(tmp, metadata={"Software": None})
     plt.close(fig)

@@ -91,3 +91,25 @@ def test_unsafe_and_duplicate_ids_are_rejected_not_changed(tmp_path):
     assert reasons[(4, "ok_1")] == "duplicate clip_id (first seen on line 2)"
     assert reasons[(5, "ok_2")] == "empty video path"
     assert unsafe_id_reason("YbQ-x_9Tz0A_000030") is None
+
+
+def test_unterminated_quote_names_its_line(tmp_path):
+    body = "clip_id,video,label\na,a.mp4,dog\nb,b.mp4,\"cat barking\n" + "".join(f"c{i},c{i}.mp4,bird\n" for i in range(5000))
+    with pytest.raises(ManifestError, match="line 3: a quote opened on this line is never closed"):
+        read_input(write(tmp_path, "q.csv", body))
+
+
+def test_quote_that_swallows_lines_is_refused_not_merged(tmp_path):
+    body = "clip_id,video,label\na,a.mp4,dog\nb,b.mp4,\"cat\nc,c.mp4,bird\nd,d.mp4,\"owl\"\n"
+    with pytest.raises(ManifestError, match="line 3: a quoted value runs over several lines"):
+        read_input(write(tmp_path, "s.csv", body))
+    vgg = "aaaaaaaaaaa,1,\"dog,train\nbbbbbbbbbbb,2,cat,train\n"
+    with pytest.raises(ManifestError, match="line 1: a quote opened on this line is never closed"):
+        read_input(write(tmp_path, "v.csv", vgg))
+
+
+def test_quoted_commas_and_blank_lines_keep_line_numbers(tmp_path):
+    body = "\nclip_id,video,label\n\na,a.mp4,\"dog, barking\"\n../x,x.mp4,cat\n"
+    m = read_input(write(tmp_path, "ok.csv", body))
+    assert [(r["clip_id"], r["label"]) for r in m.rows] == [("a", "dog, barking")]
+    assert [(r["line"], r["clip_id"]) for r in m.rejected] == [(5, "../x")]
