@@ -68,7 +68,7 @@ def _read_csv(path: str) -> tuple[list[tuple[int, dict]], str]:
             keep_default_na=False, na_values=[], skip_blank_lines=False, engine="c", encoding="utf-8",
         )
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise ManifestError(f"{path}: {_csv_error(exc, first, has_header, header)}") from None
+        raise ManifestError(_csv_error(exc, first, has_header, header, path)) from None
     records = frame.to_dict("records") if has_header else frame.to_numpy().tolist()
     offset = first + (2 if has_header else 1)  # the physical line of record 0
     out = []
@@ -96,11 +96,11 @@ def _first_line(path: str) -> tuple[int, str | None]:
     return 0, None
 
 
-def _csv_error(exc: Exception, first: int, has_header: bool, header: list[str]) -> str:
+def _csv_error(exc: Exception, first: int, has_header: bool, header: list[str], path: str) -> str:
     """pandas' message with the physical line and what to do about it."""
     text = str(exc)
     if isinstance(exc, UnicodeDecodeError):
-        return f"not UTF-8 text ({exc.reason} at byte {exc.start}); save the manifest as UTF-8"
+        return f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save the manifest as UTF-8"
     match = re.search(r"EOF inside string starting at row (\d+)", text)
     if match:
         line = int(match.group(1)) + first + 1
@@ -114,7 +114,7 @@ def _csv_error(exc: Exception, first: int, has_header: bool, header: list[str]) 
             return f"line {line}: expected {expected} fields ({','.join(header)}), got {saw}; quote values that contain commas"
         return (f"line {line}: VGGSound rows have 4 fields (youtube_id,start_seconds,label,split), got {saw}. "
                 "A manifest of your own needs a header with clip_id,video")
-    return f"cannot parse the CSV: {text.strip().splitlines()[-1]}"
+    return f"{path}: cannot parse the CSV: {text.strip().splitlines()[-1]}"
 
 
 def _header_row(record: dict, header: list[str]) -> dict:

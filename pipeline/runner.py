@@ -181,7 +181,8 @@ class Runner:
             return
         flag = f"--from {self.req.from_stage}" if self.req.from_stage else f"--only {self.req.only}"
         if fresh or not os.path.exists(os.path.join(self.out, "input.json")):
-            raise ConfigError(f"{flag}: {self.out} holds no earlier run of this input; run the whole pipeline first (without {flag.split()[0]})")
+            raise ConfigError(f"{flag}: stage {plans[0].name} is not complete: {self.out} holds no earlier run of this "
+                              f"input; run the whole pipeline first (without {flag.split()[0]})")
         previous = plans[first - 1]
         if not self._stage_complete(previous, plans[first - 2] if first > 1 else None, chunks):
             raise ConfigError(

@@ -76,7 +76,7 @@ class TrainUNetParams(Params):
                 raise ConfigError(f"stages.train_unet.{key}: must be in [0, 1]")
 
 
-def train_config(p: TrainUNetParams, run_seed: int = 0):
+def train_config(p: TrainUNetParams, run_seed: int = 0, data_digest: str = ""):
     from binauralizer.pseudobinaural.training import TrainConfig
 
     return TrainConfig(
@@ -85,6 +85,7 @@ def train_config(p: TrainUNetParams, run_seed: int = 0):
         frame_size=(p.frame_height, p.frame_width), visual=p.visual, visual_checkpoint=p.visual_checkpoint or None,
         freeze_visual=p.freeze_visual, apnet=p.apnet, hrir=p.hrir, seed=p.seed + 1_000_003 * run_seed,
         moving_prob=p.moving_prob, camera_rotation_prob=p.camera_rotation_prob, checkpoint_every=p.checkpoint_every,
+        data_digest=data_digest,
     )
 
 
@@ -118,9 +119,12 @@ class TrainUNetStage(Stage):
         if not pool:
             reason = "train_unet: no kept clip has usable audio and frames to build pseudo pairs"
             return [{"_error": bad.get(r.get("clip_id"), reason)} for r in rows]
-        cfg = train_config(p, self.ctx.seed)
+        from binauralizer.pseudobinaural.training import rows_digest
+
+        usable = [r for r in rows if r.get("clip_id") not in bad]
+        # the checkpoint identity covers the data: an upstream change retrains instead of resuming
+        cfg = train_config(p, self.ctx.seed, rows_digest(usable, self.reads))
         if p.num_gpus > 0 or p.num_workers > 1:
-            usable = [r for r in rows if r.get("clip_id") not in bad]
             train_with_ray(cfg, functools.partial(_pool_for_worker, self.ctx, usable, lazy), out_dir,
                            num_workers=int(p.num_gpus or p.num_workers), use_gpu=p.num_gpus > 0)
         else:
