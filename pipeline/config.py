@@ -37,6 +37,8 @@ class ExecutorSettings:
     address: str | None = None
     num_cpus: int | None = None
     max_inflight: int = 0  # 0 = twice the cluster's CPUs
+    max_attempts: int = 2  # tries of a clip whose worker dies (crash, OOM, preemption) before it is failed
+    clip_timeout_s: float = 0.0  # a clip measured longer than this fails with "timed out"; 0 = no limit
 
 
 @dataclass
@@ -105,6 +107,10 @@ def load_config(path: str | None, overrides: dict | None = None) -> Config:
     executor = _section(ExecutorSettings, data.get("executor"), "executor")
     dataset = _section(DatasetSettings, data.get("dataset"), "dataset")
     _check_run(run)
+    if not isinstance(executor.max_attempts, int) or isinstance(executor.max_attempts, bool) or executor.max_attempts < 1:
+        raise ConfigError(f"executor.max_attempts: an integer >= 1, got {executor.max_attempts!r}")
+    if not isinstance(executor.clip_timeout_s, (int, float)) or executor.clip_timeout_s < 0:
+        raise ConfigError(f"executor.clip_timeout_s: seconds >= 0 (0 = no limit), got {executor.clip_timeout_s!r}")
     if executor.name not in ("ray", "local"):
         raise ConfigError(f"executor.name: {executor.name!r} is not one of ray, local")
     stages_data = data.get("stages") or {}

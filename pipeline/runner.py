@@ -279,7 +279,7 @@ class Runner:
         if not work:
             return
         batches, where = self._batches(plan, work)
-        spec = StageSpec(plan.name, plan.stage.params, self.ctx)
+        spec = StageSpec(plan.name, plan.stage.params, self.ctx, float(self.config.executor.clip_timeout_s))
         bar = _progress(len(work), plan.name, self.req.progress)
         try:
             for index, measured in self._executor_for().map_batches(spec, plan.kind, batches):
@@ -369,7 +369,8 @@ class Runner:
         if self._executor is None:
             ex = self.config.executor
             name = self.req.executor or ex.name
-            kwargs = {"address": ex.address, "num_cpus": ex.num_cpus, "max_inflight": ex.max_inflight} if name == "ray" else {}
+            kwargs = {"address": ex.address, "num_cpus": ex.num_cpus, "max_inflight": ex.max_inflight,
+                      "max_attempts": ex.max_attempts} if name == "ray" else {}
             self._executor = make_executor(name, **kwargs)
         return self._executor
 
