@@ -31,8 +31,8 @@ STAGE_COLUMNS: dict[str, tuple[str, ...]] = {
     ),
     "localize": (
         "loc_method", "az_mean_deg", "az_start_deg", "az_end_deg", "el_mean_deg", "loc_confidence",
+        "heatmap_path", "spatial_path", "traj_path",
     ),
-    "render": ("conversion_mode", "binaural_path"),
     "convert": ("conversion_mode", "binaural_path"),
     "validate": ("iacc", "ild_db", "itd_ms", "isd_db", "ipd_rad", "lateral_agree"),
     "shard": ("shard", "shard_index"),

@@ -6,6 +6,7 @@ import json
 import os
 from collections import Counter
 
+from manifests.io import atomic_write_text
 from output.report import SummaryTable, class_rows, funnel_rows, quality_backend
 
 MEMBERS = (
@@ -172,9 +173,7 @@ def card_text(
 
 def write_card(out_dir: str, rows: list[dict], table: SummaryTable, **kwargs) -> str:
     path = os.path.join(out_dir, "README.md")
-    with open(path + ".tmp", "w", encoding="utf-8") as fh:
-        fh.write(card_text(rows, table, **kwargs))
-    os.replace(path + ".tmp", path)
+    atomic_write_text(path, card_text(rows, table, **kwargs))
     return path
 
 

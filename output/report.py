@@ -20,7 +20,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-SAMPLE_RATE = 16000
+from manifests.io import atomic_path, atomic_write_text  # noqa: E402
+
+from binauralizer.constants import SAMPLE_RATE  # noqa: E402
 TABLE_COLUMNS = ("Dataset", "Quality backend", "CE", "CU", "PQ", "DSP score",
                  "IACC", "ILD (dB)", "ITD (ms)", "ISD (dB)", "IPD (rad)", "Lateral consistency")
 # SpatialV2A, Table 2 (ITD's unit and ISD's definition are not given in the paper).
@@ -127,7 +129,8 @@ def build_table(rows: list[dict], downmix: dict | None = None, preflight: dict |
 
 def _save(fig, path: str) -> str:
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
     plt.close(fig)
     return os.path.basename(path)
 
@@ -368,9 +371,6 @@ def write_report(
         "</body></html>",
     ]
     path = os.path.join(report_dir, "index.html")
-    with open(path + ".tmp", "w", encoding="utf-8") as fh:
-        fh.write("\n".join(parts))
-    os.replace(path + ".tmp", path)
-    with open(os.path.join(report_dir, "table.json"), "w") as fh:
-        json.dump(table.to_dict(), fh, indent=1)
+    atomic_write_text(path, "\n".join(parts))
+    atomic_write_text(os.path.join(report_dir, "table.json"), json.dumps(table.to_dict(), indent=1))
     return path

@@ -67,8 +67,8 @@ class Runner:
         self.ctx = RunContext(
             out=self.out,
             media_root=normalise_root(request.media_root),
-            sample_rate=self.config.run.sample_rate,
             seed=self.config.run.seed,
+            spatial=self.config.spatial,
             extra={"dataset": dataclasses.asdict(self.config.dataset)},
         )
         self._executor = None
@@ -128,14 +128,14 @@ class Runner:
         for name in self.config.run.stages:
             cls = stage_class(name)
             if hasattr(cls, "preflight"):
-                result = cls.preflight(self.config.stage_params[name])
+                result = cls.preflight(self.config.stage_params[name], self.config.spatial)
                 if result:
                     info[name] = result
         return info
 
     def _plan(self, names: list[str], preflight: dict) -> list[StagePlan]:
         stages = [stage_class(n)(self.config.stage_params[n], self.ctx) for n in names]
-        measure_fp, stage_fp = stage_fingerprints(stages, self.config.run.sample_rate, self.config.run.chunk_size, preflight)
+        measure_fp, stage_fp = stage_fingerprints(stages, self.config.run.chunk_size, preflight)
         first = names.index(self.req.from_stage) if self.req.from_stage else 0
         plans = []
         for i, (name, stage) in enumerate(zip(names, stages)):

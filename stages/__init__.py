@@ -15,7 +15,6 @@ REGISTRY: dict[str, str] = {
     "silence": "stages.silence:SilenceStage",
     "quality": "stages.quality:QualityStage",
     "localize": "stages.localize:LocalizeStage",
-    "render": "stages.render:RenderStage",
     "train_unet": "stages.train_unet:TrainUNetStage",
     "convert": "stages.convert:ConvertStage",
     "validate": "stages.validate:ValidateStage",

@@ -27,17 +27,17 @@ import math
 import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 import numpy as np
 import soundfile as sf
 
 from output.captions import label_sentence, spatial_phrase, trajectory_summary
 from output.shards import GiB, Entry, ShardWriter, check_key, check_split
-from stages.base import ConfigError, Params, Stage, StageError
-from stages.clipdata import load_audio
+from stages.base import settings, ConfigError, Params, Stage, StageError
+from manifests import artifacts as A
+from manifests.io import atomic_path, atomic_write_bytes, atomic_write_json
+from stages.clipdata import artifact, load_audio
 from stages.media import FFMPEG, FFPROBE, _run, local_media
-from stages.clipdata import binaural_file
 
 VIDEO_MODES = ("copy_or_encode", "encode", "none")
 FLAC_SUBTYPES = ("PCM_16", "PCM_24")
@@ -46,7 +46,7 @@ QUALITY_COLUMNS = ("aes_ce", "aes_cu", "aes_pc", "aes_pq",
                    "dsp_clipping", "dsp_bandwidth_hz", "dsp_snr_db", "dsp_score")
 
 
-@dataclass
+@settings
 class ShardParams(Params):
     max_shard_bytes: int = GiB
     max_samples_per_shard: int = 10000
@@ -131,11 +131,10 @@ def cut_video(src: str, dst: str, start: float, duration: float, p: ShardParams)
                  "-threads", str(p.video_threads), "-flags:v", "+bitexact"]
         if p.mp4_audio:
             codec += ["-c:a", "aac", "-b:a", "128k", "-flags:a", "+bitexact"]
-    tmp = dst + ".tmp.mp4"
-    _run([FFMPEG, "-nostdin", "-v", "error", "-y", *seek, "-i", src, "-t", f"{duration:.6f}",
-          "-map", "0:v:0", *audio, *codec, *BITEXACT, "-movflags", "+faststart", "-f", "mp4", tmp],
-         f"cannot cut the video window ({mode})", p.timeout_s)
-    os.replace(tmp, dst)
+    with atomic_path(dst) as tmp:
+        _run([FFMPEG, "-nostdin", "-v", "error", "-y", *seek, "-i", src, "-t", f"{duration:.6f}",
+              "-map", "0:v:0", *audio, *codec, *BITEXACT, "-movflags", "+faststart", "-f", "mp4", tmp],
+             f"cannot cut the video window ({mode})", p.timeout_s)
     return mode
 
 
@@ -202,7 +201,7 @@ class ShardStage(Stage):
     version = "1"
     Params = ShardParams
     kind = "global"
-    data_deps = ("ingest", "localize", "render", "convert")
+    data_deps = ("ingest", "localize", "convert")
     reads = ("clip_id", "video", "label", "caption", "split", "source_id", "window_start",
              "window_samples", "conversion_mode") + METRIC_COLUMNS
     writes = ("shard", "shard_index")
@@ -215,13 +214,13 @@ class ShardStage(Stage):
         return video
 
     def _paths(self, clip_id: str, row: dict | None = None) -> dict[str, str]:
-        work = self.ctx.work
-        return {  # binaural: the row's binaural_path (render, convert), else work/convert/<clip>/
-            "binaural": binaural_file(self.ctx, row or {"clip_id": clip_id}),
-            "spatial": os.path.join(work, "localize", clip_id, "spatial.npy"),
-            "traj": os.path.join(work, "localize", clip_id, "traj.npy"),
-            "audio": os.path.join(work, "ingest", str(clip_id), "audio.npy"),
-            "staging": os.path.join(work, "shard", clip_id),
+        row = row or {}
+        missing = os.path.join(self.ctx.out, "nonexistent")
+        return {  # what the row points at (convert's binaural_path, localize's spatial/traj paths)
+            "binaural": A.row_file(self.ctx.out, row, "binaural_path") or missing,
+            "spatial": A.row_file(self.ctx.out, row, "spatial_path") or missing,
+            "traj": A.row_file(self.ctx.out, row, "traj_path") or missing,
+            "staging": A.resolve(self.ctx.out, A.package(clip_id)),
         }
 
     def metadata(self, row: dict, traj: np.ndarray | None) -> dict:
@@ -253,7 +252,7 @@ class ShardStage(Stage):
     def fingerprint(self, row: dict) -> str:
         paths = self._paths(row["clip_id"], row)
         traj = _load_optional(paths["traj"], 3) if os.path.exists(paths["traj"]) else None
-        audio_src = os.path.join(self.ctx.work, "ingest", str(row.get("source_id") or row["clip_id"]), "audio.npy")
+        audio_src = A.resolve(self.ctx.out, A.ingest_file(str(row.get("source_id") or row["clip_id"]), A.AUDIO))
         blob = json.dumps(_clean({
             "version": self.version,
             "settings": {k: v for k, v in self.measure_settings().items()
@@ -282,10 +281,7 @@ class ShardStage(Stage):
         os.makedirs(folder)
         p, sr = self.params, self.ctx.sample_rate
         mono = load_audio(self.ctx, row)
-        if not os.path.exists(paths["binaural"]):
-            producer = "render or convert" if row.get("binaural_path") else "convert"
-            raise StageError(f"missing {paths['binaural']}: rerun {producer}")
-        binaural = np.load(paths["binaural"], allow_pickle=False)
+        binaural = np.load(artifact(self.ctx, row, "binaural_path", "convert"), allow_pickle=False)
         if binaural.ndim != 2 or binaural.shape[0] != 2:
             raise StageError(f"binaural.npy has shape {tuple(binaural.shape)}, expected (2, N)")
         if binaural.shape[1] != mono.shape[0]:
@@ -311,12 +307,8 @@ class ShardStage(Stage):
                          "clipped_samples_mono": clipped_mono}
         files["meta.json"] = json_bytes(meta)
         for name, data in files.items():
-            with open(os.path.join(folder, name), "wb") as fh:
-                fh.write(data)
-        tmp = marker + ".tmp"
-        with open(tmp, "w") as fh:
-            json.dump({"fingerprint": fingerprint, "members": members}, fh)
-        os.replace(tmp, marker)
+            atomic_write_bytes(os.path.join(folder, name), data)
+        atomic_write_json(marker, {"fingerprint": fingerprint, "members": members})
         return [(s, os.path.join(folder, f)) for s, f in members]
 
     # -- the global call -----------------------------------------------------------------------------

@@ -18,14 +18,14 @@ import dataclasses
 import functools
 import logging
 import os
-from dataclasses import dataclass
 
 import numpy as np
 
-from stages.base import RESOURCE_KEYS, ConfigError, Params, Stage
+from manifests import artifacts
+from stages.base import RESOURCE_KEYS, ConfigError, Params, Spatial, Stage, hrir_preflight, settings
 
 
-@dataclass
+@settings
 class TrainUNetParams(Params):
     steps: int = 150
     batch_size: int = 16  # global batch (split over DDP workers); changes results, so fingerprinted
@@ -45,10 +45,9 @@ class TrainUNetParams(Params):
     moving_prob: float = 0.0  # fraction of sources moving along a path
     camera_rotation_prob: float = 0.0  # fraction of scenes under a camera pan (FOA rotation)
     checkpoint_every: int = 50
-    hrir: str = "kemar"  # HRIR set for the pseudo pairs: kemar | sonicom-1 | sonicom-2 | a SOFA path
     seed: int = 0
-    num_gpus: int = 0  # GPUs to train on: one Ray Train DDP worker each
-    num_workers: int = 1  # CPU DDP workers when num_gpus == 0 (1 = one process, no Ray)
+    ddp_workers: int = 1  # DDP workers (Ray Train); 1 = one process, no Ray
+    num_gpus: float = 0.0  # per DDP worker, as for every stage's actors: 0 (CPU, gloo) or 1
     lazy_pool_above: int = 256  # read clips on demand when more are kept than this
 
     def validate(self) -> None:
@@ -66,9 +65,12 @@ class TrainUNetParams(Params):
             raise ConfigError("stages.train_unet.width: must be in (0, 4]")
         if self.frame_height < 32 or self.frame_width < 32:
             raise ConfigError("stages.train_unet.frame_height/frame_width: at least 32 pixels")
-        if self.num_gpus < 0 or self.num_workers < 1:
-            raise ConfigError("stages.train_unet: num_gpus >= 0 and num_workers >= 1")
-        workers = self.num_gpus or self.num_workers
+        if self.ddp_workers < 1:
+            raise ConfigError("stages.train_unet.ddp_workers: must be >= 1")
+        if self.num_gpus not in (0, 1):
+            raise ConfigError(f"stages.train_unet.num_gpus: GPUs per DDP worker, 0 or 1, got {self.num_gpus!r}; "
+                              f"to train on N GPUs set ddp_workers: N and num_gpus: 1")
+        workers = self.ddp_workers
         if self.batch_size % workers:
             raise ConfigError(f"stages.train_unet.batch_size: {self.batch_size} does not split over {workers} workers")
         for key in ("moving_prob", "camera_rotation_prob"):
@@ -76,14 +78,16 @@ class TrainUNetParams(Params):
                 raise ConfigError(f"stages.train_unet.{key}: must be in [0, 1]")
 
 
-def train_config(p: TrainUNetParams, run_seed: int = 0, data_digest: str = ""):
+def train_config(p: TrainUNetParams, run_seed: int = 0, spatial: Spatial | None = None, data_digest: str = ""):
     from binauralizer.pseudobinaural.training import TrainConfig
 
+    spatial = spatial or Spatial()
     return TrainConfig(
         steps=p.steps, batch_size=p.batch_size, lr_visual=p.lr_visual, lr_audio=p.lr_audio, lr_fusion=p.lr_fusion,
         weight_decay=p.weight_decay, lr_decay=p.lr_decay, decay_every=p.decay_every, width=p.width,
         frame_size=(p.frame_height, p.frame_width), visual=p.visual, visual_checkpoint=p.visual_checkpoint or None,
-        freeze_visual=p.freeze_visual, apnet=p.apnet, hrir=p.hrir, seed=p.seed + 1_000_003 * run_seed,
+        freeze_visual=p.freeze_visual, apnet=p.apnet, hrir=spatial.hrir, fov_deg=spatial.fov_deg,
+        sh_order=spatial.sh_order, decoder=spatial.decoder, seed=p.seed + 1_000_003 * run_seed,
         moving_prob=p.moving_prob, camera_rotation_prob=p.camera_rotation_prob, checkpoint_every=p.checkpoint_every,
         data_digest=data_digest,
     )
@@ -99,9 +103,15 @@ class TrainUNetStage(Stage):
     version = "1"
     Params = TrainUNetParams
     data_deps = ("ingest", "duration", "localize")
-    reads = ("clip_id", "source_id", "window_start", "window_samples", "frame_fps")
+    reads = ("clip_id", "source_id", "window_start", "window_samples", "frame_fps", "heatmap_path")
     writes = ()
+    spatial_keys = ("hrir", "fov_deg", "sh_order", "decoder")  # the pseudo pairs' listener and camera
     kind = "global"
+
+    @classmethod
+    def preflight(cls, params: TrainUNetParams, spatial: Spatial) -> dict:
+        """The pseudo pairs render through the run's HRIR set: fail before any work when it cannot load."""
+        return hrir_preflight(spatial.hrir)
 
     def measure_settings(self) -> dict:
         """Everything that changes the trained model: batch_size too (not a resource here)."""
@@ -123,10 +133,10 @@ class TrainUNetStage(Stage):
 
         usable = [r for r in rows if r.get("clip_id") not in bad]
         # the checkpoint identity covers the data: an upstream change retrains instead of resuming
-        cfg = train_config(p, self.ctx.seed, rows_digest(usable, self.reads))
-        if p.num_gpus > 0 or p.num_workers > 1:
+        cfg = train_config(p, self.ctx.seed, self.ctx.spatial, rows_digest(usable, self.reads))
+        if p.ddp_workers > 1 or p.num_gpus > 0:
             train_with_ray(cfg, functools.partial(_pool_for_worker, self.ctx, usable, lazy), out_dir,
-                           num_workers=int(p.num_gpus or p.num_workers), use_gpu=p.num_gpus > 0)
+                           num_workers=p.ddp_workers, use_gpu=p.num_gpus > 0)
         else:
             train(cfg, pool, out_dir, log=logging.getLogger(__name__).info)
         return [{"_error": f"train_unet: unreadable clip: {bad[r['clip_id']]}"} if r.get("clip_id") in bad else {}
@@ -135,7 +145,7 @@ class TrainUNetStage(Stage):
 
 def model_path(ctx) -> str:
     """Where convert finds the trained model."""
-    return os.path.join(ctx.work, "train_unet", "model.pt")
+    return artifacts.resolve(ctx.out, artifacts.model())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,8 +163,8 @@ def read_source_clip(ctx, row: dict):
     frames = clipdata.load_frames(ctx, row)
     if frames.ndim != 4 or len(frames) == 0 or len(audio) == 0:
         raise ValueError(f"clip {cid}: no frames or no audio in its window")
-    heat_path = os.path.join(ctx.work, "localize", cid, "heatmap.npy")
-    heat = np.load(heat_path, mmap_mode="r") if os.path.exists(heat_path) else None
+    heat_path = artifacts.row_file(ctx.out, row, "heatmap_path")
+    heat = np.load(heat_path, mmap_mode="r") if heat_path and os.path.exists(heat_path) else None
     return SourceClip(cid, audio, frames, float(row.get("frame_fps") or 8.0), heat)
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -27,17 +26,18 @@ import pyarrow.parquet as pq
 import yaml
 
 from binauralizer import metrics as M
+from manifests.io import atomic_write_text, write_table
 from manifests.schema import rows_to_table
 from output.card import write_card
 from output.report import build_table, quality_backend, write_report
-from stages.base import ConfigError, Params, Stage, StageError
-from stages.clipdata import binaural_file
+from stages.base import settings, ConfigError, Params, Stage, StageError
+from stages.clipdata import artifact, read_artifact
 
 COLUMNS = ("iacc", "ild_db", "itd_ms", "isd_db", "ipd_rad", "lateral_agree")
 DOWNMIX_MODES = ("auto", "dsp", "audiobox", "off")
 
 
-@dataclass
+@settings
 class ValidateParams(Params):
     report_clips: int = 4
     licence: str = ""  # empty: dataset.licence from the run's config
@@ -92,27 +92,18 @@ class ValidateStage(Stage):
     version = "1"
     Params = ValidateParams
     kind = "global"
-    data_deps = ("localize", "render", "convert")
-    reads = ("clip_id", "label", "split", "window_samples", "frame_fps", "quality_backend")
+    data_deps = ("localize", "convert")
+    reads = ("clip_id", "label", "split", "window_samples", "frame_fps", "quality_backend", "binaural_path", "traj_path")
     writes = COLUMNS
 
     downmix_scorer: Callable[[list[np.ndarray]], list[dict]] | None = None
     downmix_backend: str = ""
 
     # -- per clip ---------------------------------------------------------------------------------------
-    def _paths(self, row: dict) -> tuple[str, str]:
-        """The row's binaural_path (render, convert) or work/convert/<clip>/binaural.npy; its traj."""
-        return (binaural_file(self.ctx, row),
-                os.path.join(self.ctx.work, "localize", str(row["clip_id"]), "traj.npy"))
-
     def _load(self, row: dict) -> tuple[np.ndarray, np.ndarray | None]:
-        binaural_path, traj_path = self._paths(row)
-        if not os.path.exists(binaural_path):
-            producer = "render or convert" if row.get("binaural_path") else "convert"
-            raise StageError(f"missing {binaural_path}: rerun {producer}")
-        binaural = np.load(binaural_path, allow_pickle=False)
-        traj = np.load(traj_path, allow_pickle=False) if os.path.exists(traj_path) else None
-        return binaural, traj
+        """The row's binaural audio (binaural_path, from convert) and trajectory (traj_path, may be absent)."""
+        binaural = np.load(artifact(self.ctx, row, "binaural_path", "convert"), allow_pickle=False)
+        return binaural, read_artifact(self.ctx, row, "traj_path")
 
     def clip_metrics(self, row: dict) -> dict:
         binaural, traj = self._load(row)
@@ -164,11 +155,8 @@ class ValidateStage(Stage):
                    sizes=_read_json(os.path.join(out_dir, "shards", "sizes.json")) or None)
         self.write_clip_metrics(merged)
         report = os.path.join(out_dir, "report")
-        pq.write_table(rows_to_table(merged), os.path.join(report, "rows.parquet.tmp"))
-        os.replace(os.path.join(report, "rows.parquet.tmp"), os.path.join(report, "rows.parquet"))
-        with open(os.path.join(report, "downmix.json.tmp"), "w") as fh:
-            json.dump(downmix, fh, default=_finite_or_none)
-        os.replace(os.path.join(report, "downmix.json.tmp"), os.path.join(report, "downmix.json"))
+        write_table(os.path.join(report, "rows.parquet"), rows_to_table(merged))
+        atomic_write_text(os.path.join(report, "downmix.json"), json.dumps(downmix, default=_finite_or_none))
 
     def finalize(self) -> None:
         """The funnel and shard sizes exist only after the whole run: re-render with them."""
@@ -195,9 +183,7 @@ class ValidateStage(Stage):
         table = pa.table({k: pa.array([r.get(k) for r in merged],
                                       pa.string() if k in ("clip_id", "label", "split") else pa.float64())
                           for k in keys})
-        path = os.path.join(self.ctx.out, "report", "clip_metrics.parquet")
-        pq.write_table(table, path + ".tmp")
-        os.replace(path + ".tmp", path)
+        write_table(os.path.join(self.ctx.out, "report", "clip_metrics.parquet"), table)
 
     # -- report helpers ------------------------------------------------------------------------------------
     def report_selection(self, merged: list[dict]) -> list[dict]:

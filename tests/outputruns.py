@@ -135,6 +135,9 @@ def build_run(root: str, clips=CLIPS, stats: bool = True) -> tuple[RunContext, l
             "az_mean_deg": float(np.mean(path)) if path else None,
             "az_start_deg": path[0] if path else None, "az_end_deg": path[1] if path else None,
             "el_mean_deg": 0.0 if path else None, "loc_confidence": 0.9 if path else None,
+            "traj_path": f"work/localize/{clip_id}/traj.npy" if path else None,
+            "spatial_path": f"work/localize/{clip_id}/spatial.npy" if path else None,
+            "binaural_path": f"work/convert/{clip_id}/binaural.npy",
         }
         rows.append(row)
     if stats:

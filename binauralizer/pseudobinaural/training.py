@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -44,6 +43,9 @@ class TrainConfig:
     freeze_visual: bool = True
     apnet: bool = False
     hrir: str = "kemar"
+    fov_deg: float = 120.0  # camera field of view of the pseudo pairs' canvas (the run's spatial.fov_deg)
+    sh_order: int = 1
+    decoder: str = "lsq"
     seed: int = 0
     moving_prob: float = 0.0
     camera_rotation_prob: float = 0.0
@@ -56,7 +58,8 @@ class TrainConfig:
                                    freeze_visual=self.freeze_visual, frame_size=tuple(self.frame_size), apnet=self.apnet)
 
     def pair_config(self) -> PairConfig:
-        return PairConfig(moving_prob=self.moving_prob, camera_rotation_prob=self.camera_rotation_prob)
+        return PairConfig(moving_prob=self.moving_prob, camera_rotation_prob=self.camera_rotation_prob,
+                          fov=self.fov_deg / 180.0, sh_order=self.sh_order, decoder=self.decoder)
 
     def fingerprint(self) -> str:
         """Identity of a training run: every field except those that only say how long/how often."""
@@ -133,18 +136,9 @@ def _set_lr(opt: torch.optim.Optimizer, cfg: TrainConfig, step: int) -> None:
 
 
 def _atomic_write_text(path: str, text: str) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
-    os.fchmod(fd, 0o666 & ~_umask())  # readable like any other file, not mkstemp's 0600
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    from manifests.io import atomic_write_text
 
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+    atomic_write_text(path, text)
 
 
 def checkpoint_dir(out_dir: str) -> str:
@@ -187,12 +181,11 @@ def write_loss_curve(out_dir: str, history: list[dict], png: bool = True) -> Non
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=".png")
-    os.fchmod(fd, 0o666 & ~_umask())
-    os.close(fd)
-    fig.savefig(tmp, metadata={"Software": None})
+    from manifests.io import atomic_path
+
+    with atomic_path(os.path.join(out_dir, "loss_curve.png")) as tmp:
+        fig.savefig(tmp, format="png", metadata={"Software": None})
     plt.close(fig)
-    os.replace(tmp, os.path.join(out_dir, "loss_curve.png"))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from torch.nn import functional as F
 
 from binauralizer.pseudobinaural.backbones import IMAGENET_MEAN, IMAGENET_STD, build_backbone
 
-SAMPLE_RATE = 16000
+from binauralizer.constants import SAMPLE_RATE  # noqa: E402
 N_FFT, HOP, WIN = 512, 160, 400
 WINDOW_SAMPLES = 10080  # 0.63 s: 64 STFT frames
 LEVELS = (64, 128, 256, 512, 512)
@@ -251,14 +251,10 @@ def save_model(model: AudioVisualUNet, path: str) -> None:
 
 
 def atomic_torch_save(obj, path: str) -> None:
-    """torch.save through memory and a rename: never half-written, same object -> same bytes."""
-    import io
+    """torch.save through memory and the project's one atomic writer: same object -> same bytes."""
+    from manifests.io import atomic_torch_save as save
 
-    from manifests.io import atomic_write_bytes
-
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    save(obj, path)
 
 
 def load_model(path: str, device: str | torch.device = "cpu") -> AudioVisualUNet:

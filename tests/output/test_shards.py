@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
+from manifests.io import is_temp
 from output.shards import Entry, ShardWriter, plan_shards, sample_size, tar_size
 from outputruns import build_run, copy_run
 from stages.shard import ShardStage
@@ -216,7 +217,8 @@ def test_kill_during_writing_then_rerun(tmp_path):
     proc.wait()
 
     left = sorted(os.listdir(killed))
-    assert "train-000002.tar.tmp" in left  # the half-written shard is only under its temp name
+    temps = [f for f in left if is_temp(f)]  # the half-written shard is only under its temp name
+    assert len(temps) == 1 and temps[0].startswith(".tmp-") and temps[0].endswith("-train-000002.tar")
     assert "train-000002.tar" not in left and "train-000002.stats.json" not in left
     for path in glob.glob(str(killed / "*.tar")):  # every visible tar is complete and whole
         name = os.path.basename(path)
@@ -225,8 +227,8 @@ def test_kill_during_writing_then_rerun(tmp_path):
 
     result = ShardWriter(str(killed), max_shard_bytes=100_000).write(synthetic_entries())
     assert digests(str(killed)) == expected
-    assert not [f for f in os.listdir(killed) if f.endswith(".tmp")]
-    assert "train-000002.tar.tmp" in result.removed
+    assert not [f for f in os.listdir(killed) if is_temp(f)]
+    assert temps[0] in result.removed
     assert result.skipped == ["train-000000", "train-000001"]  # completed before the kill: kept
     assert result.written[0] == "train-000002" and "valid-000000" in result.written
     names = sorted(digests(str(killed)))

@@ -63,3 +63,22 @@ def test_rerun_does_nothing_and_changes_nothing(full_run):
     assert all(s["state"] == "done earlier" for s in stats["stages"].values())
     assert manifest_bytes(out) == before
     assert {f: open(os.path.join(out, "shards", f), "rb").read() for f in shards} == shards
+
+
+def test_every_stage_writes_exactly_its_declared_columns(full_run):
+    """The columns each stage adds to its manifest are its declared `writes` and the schema's entry."""
+    import pyarrow.parquet as pq
+
+    from manifests.schema import STAGE_COLUMNS, STATUS_COLUMNS
+    from stages import stage_class
+
+    out = full_run[0]
+    stats = json.load(open(os.path.join(out, "stats.json")))
+    previous = set(STATUS_COLUMNS) | {"video", "label", "caption", "split", "start", "end"}
+    for name in stats["stages"]:
+        folder = os.path.join(out, "manifests", name)
+        columns = set().union(*(pq.read_schema(os.path.join(folder, f)).names for f in os.listdir(folder)))
+        declared = set(stage_class(name).writes)
+        assert columns - previous == declared, name
+        assert set(STAGE_COLUMNS.get(name, ())) == declared, name
+        previous = columns

@@ -93,10 +93,10 @@ def test_failures_become_rows_and_options(sharded, tmp_path):
     samples = read_samples(ctx.out)
     assert sorted(samples) == ["clipA_w0", "clipB_w0"]
     assert "mp4" not in samples["clipA_w0"] and json.loads(samples["clipA_w0"]["json"])["media"]["video"] is None
-    staged = os.path.join(ctx.out, "work", "shard", "clipA_w0")
+    staged = os.path.join(ctx.out, "work", "package", "clipA_w0")
     assert sorted(os.listdir(staged)) == ["binaural.flac", "meta.json", "mono.flac", "spatial.npy", "staged.json",
                                           "traj.npy"]
-    assert not os.path.exists(os.path.join(ctx.out, "work", "shard", "clipA_w1"))  # failed: nothing left
+    assert not os.path.exists(os.path.join(ctx.out, "work", "package", "clipA_w1"))  # failed: nothing left
 
 
 def test_window_time_includes_the_input_trim():
