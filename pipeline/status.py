@@ -21,13 +21,13 @@ def run_status(out: str) -> dict:
     config = load_config(config_path)
     with open(input_path) as fh:
         inputs = json.load(fh)
-    ctx = RunContext(out=out, sample_rate=config.run.sample_rate)
+    ctx = RunContext(out=out, seed=config.run.seed, spatial=config.spatial)
     stages = [stage_class(n)(config.stage_params[n], ctx) for n in config.run.stages]
     preflight = {}
     if os.path.exists(os.path.join(out, "preflight.json")):
         with open(os.path.join(out, "preflight.json")) as fh:
             preflight = json.load(fh)
-    _, fps = stage_fingerprints(stages, config.run.sample_rate, config.run.chunk_size, preflight)
+    _, fps = stage_fingerprints(stages, config.run.chunk_size, preflight)
     upstream = list(inputs["chunk_digests"])
     report = {"out": out, "input": inputs, "stages": {}}
     for stage in stages:
