@@ -8,7 +8,6 @@ over time against the visual trajectory with both ears' spectrograms.
 
 from __future__ import annotations
 
-import html
 import json
 import os
 from collections import Counter
@@ -21,6 +20,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from manifests.io import atomic_path, atomic_write_text  # noqa: E402
+
+TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
 
 from binauralizer.constants import SAMPLE_RATE  # noqa: E402
 TABLE_COLUMNS = ("Dataset", "Quality backend", "CE", "CU", "PQ", "DSP score",
@@ -289,27 +290,20 @@ def class_rows(rows: list[dict]) -> list[tuple[str, int, float]]:
     return sorted(((lbl, counts[lbl], hours[lbl]) for lbl in counts), key=lambda t: (-t[1], t[0]))
 
 
-def _html_table(columns, rows, table_id: str = "") -> str:
-    ident = f' id="{table_id}"' if table_id else ""
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in r) + "</tr>" for r in rows)
-    return f"<table{ident}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def backend_banner(rows: list[dict], preflight: dict | None) -> str:
-    backend = quality_backend(rows, preflight)
-    why = ((preflight or {}).get("quality") or {}).get("why") or ""
-    if backend == "audiobox":
-        return "<p class='ok'><strong>Quality scores: Audiobox Aesthetics (audiobox backend).</strong></p>"
-    return (f"<p class='warn'><strong>QUALITY SCORES COME FROM THE '{html.escape(backend.upper())}' BACKEND, "
-            f"NOT FROM AUDIOBOX AESTHETICS.</strong> {html.escape(str(why))}</p>")
-
-
 CSS = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:0.9em}td,th{border:1px solid #bbb;padding:3px 7px}
 th{background:#eee}.warn{background:#ffd7d7;border:2px solid #c00000;padding:0.6em}
 .ok{background:#e2f0d9;border:1px solid #70ad47;padding:0.6em}img{max-width:100%}
 pre{background:#f4f4f4;padding:0.6em;overflow-x:auto;font-size:0.8em}"""
+
+
+def _template(name: str):
+    """A Jinja2 template from output/templates (autoescaped: every value is text, never markup)."""
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
+                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    return env.get_template(name)
 
 
 def write_report(
@@ -323,7 +317,7 @@ def write_report(
     traces: list[dict] | None = None,
     title: str = "Binaural dataset",
 ) -> str:
-    """Render OUT/report/index.html (+ plots/*.png, table.json); returns the html path."""
+    """Render OUT/report/index.html (templates/report.html.j2, + plots/*.png, table.json); returns its path."""
     report_dir = os.path.join(out_dir, "report")
     plot_dir = os.path.join(report_dir, "plots")
     os.makedirs(plot_dir, exist_ok=True)
@@ -333,44 +327,19 @@ def write_report(
               "classes": plot_classes(classes, os.path.join(plot_dir, "classes.png"))}
     images.update(plot_distributions(rows, plot_dir))
     clip_images = [plot_clip(t, os.path.join(plot_dir, f"clip_{i}.png")) for i, t in enumerate(traces or [])]
-
-    def img(name: str, alt: str) -> str:
-        return f"<p><img src='plots/{html.escape(name)}' alt='{html.escape(alt)}'></p>"
-
-    hours = sum(h for _, _, h in classes)
-    parts = [
-        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}: validation report</title>",
-        f"<style>{CSS}</style></head><body>",
-        f"<h1>{html.escape(title)}: validation report</h1>",
-        backend_banner(rows, preflight),
-        f"<p>{len(rows)} clips, {hours:.2f} hours, {len(classes)} classes.</p>",
-        "<h2>Summary (in the shape of SpatialV2A Table 2)</h2>",
-        _html_table(table.columns, table.rows, "table2"),
-        "<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in table.notes) + "</ul>",
-        "<h2>Funnel</h2>",
-        _html_table(("stage", "in", "kept", "dropped", "failed", "drop reasons", "wall (s)"),
-                    [(f["stage"], f["in"], f["kept"], f["dropped"], f["failed"],
-                      ", ".join(f"{k}: {v}" for k, v in sorted(f["reasons"].items())) or "-",
-                      "-" if f["wall_s"] is None else f"{float(f['wall_s']):.1f}") for f in funnel], "funnel")
-        if funnel else "<p>No OUT/stats.json: the funnel is unknown.</p>",
-        img(images["funnel"], "funnel"),
-        "<h2>Classes</h2>",
-        img(images["classes"], "per-class counts and hours"),
-        _html_table(("class", "clips", "hours"), [(c, n, f"{h:.3f}") for c, n, h in classes], "classes"),
-        "<h2>Distributions</h2>",
-        img(images["durations"], "durations"), img(images["silence"], "silent fraction"),
-        img(images["quality"], "quality scores"), img(images["spatial"], "spatial metrics"),
-        img(images["azimuth"], "azimuth"),
-        "<h2>ILD over time against the visual trajectory</h2>",
-        "".join(img(name, "clip trace") for name in clip_images) or "<p>No clips to show.</p>",
-        "<h2>Run</h2>",
-        "<h3>Stage preflight</h3><pre>" + html.escape(json.dumps(preflight or {}, indent=1, sort_keys=True,
-                                                                  default=str)) + "</pre>",
-        "<h3>Resolved configuration</h3><pre>" + html.escape(json.dumps(config or {}, indent=1, sort_keys=True,
-                                                                         default=str)) + "</pre>",
-        "</body></html>",
-    ]
+    page = _template("report.html.j2").render(
+        title=title, css=CSS, backend=quality_backend(rows, preflight),
+        backend_why=str(((preflight or {}).get("quality") or {}).get("why") or ""),
+        n_clips=len(rows), hours=sum(h for _, _, h in classes), classes=classes,
+        summary=table, images=images, clip_images=clip_images,
+        funnel=[(f["stage"], f["in"], f["kept"], f["dropped"], f["failed"],
+                 ", ".join(f"{k}: {v}" for k, v in sorted(f["reasons"].items())) or "-",
+                 "-" if f["wall_s"] is None else f"{float(f['wall_s']):.1f}") for f in funnel],
+        class_table=[(c, n, f"{h:.3f}") for c, n, h in classes],
+        preflight_json=json.dumps(preflight or {}, indent=1, sort_keys=True, default=str),
+        config_json=json.dumps(config or {}, indent=1, sort_keys=True, default=str),
+    )
     path = os.path.join(report_dir, "index.html")
-    atomic_write_text(path, "\n".join(parts))
+    atomic_write_text(path, page)
     atomic_write_text(os.path.join(report_dir, "table.json"), json.dumps(table.to_dict(), indent=1))
     return path

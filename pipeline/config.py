@@ -76,6 +76,11 @@ class Config:
 
 
 TOP_LEVEL = ("run", "executor", "dataset", "spatial", "stages")
+# Settings the split of shard into package (per clip) + shard (packing) moved: old key -> new section
+MOVED_TO_PACKAGE = ("video", "video_crf", "video_preset", "video_threads", "mp4_audio", "copy_tolerance_s",
+                    "flac_subtype", "default_split", "timeout_s")
+# Settings that went (the executor parallelises that work now): stage -> keys, ignored with a warning
+RETIRED = {"validate": ("num_workers", "downmix_max_clips"), "shard": ("num_workers",)}
 # Settings that moved into `spatial:` (old YAML keeps working): (stage, old key) -> spatial key
 MOVED_TO_SPATIAL = {
     ("localize", "fov_deg"): "fov_deg", ("localize", "vfov_deg"): "vfov_deg",
@@ -116,6 +121,10 @@ def load_config(path: str | None, overrides: dict | None = None) -> Config:
     run = build_settings(RunSettings, run_data, "run")
     executor = build_settings(ExecutorSettings, data.get("executor"), "executor")
     dataset = build_settings(DatasetSettings, data.get("dataset"), "dataset")
+    stages_data = data.get("stages") or {}
+    if not isinstance(stages_data, dict):
+        raise ConfigError("stages: expected a mapping of stage name to settings")
+    _upgrade_sections(run, stages_data)
     _check_run(run)
     if not isinstance(executor.max_attempts, int) or isinstance(executor.max_attempts, bool) or executor.max_attempts < 1:
         raise ConfigError(f"executor.max_attempts: an integer >= 1, got {executor.max_attempts!r}")
@@ -124,9 +133,6 @@ def load_config(path: str | None, overrides: dict | None = None) -> Config:
     if executor.name not in EXECUTORS:
         raise ConfigError(f"executor.name: {executor.name!r} is not one of {', '.join(EXECUTORS)}"
                           f"{closest(executor.name, EXECUTORS)}")
-    stages_data = data.get("stages") or {}
-    if not isinstance(stages_data, dict):
-        raise ConfigError("stages: expected a mapping of stage name to settings")
     for name in stages_data:
         if name not in ORDER:
             raise ConfigError(f"stages.{name}: unknown stage{closest(name, ORDER)}; known: {list(ORDER)}")
@@ -139,6 +145,27 @@ def load_config(path: str | None, overrides: dict | None = None) -> Config:
     params = {name: params[name] for name in run.stages}
     return Config(run=run, executor=executor, dataset=dataset, stage_params=params, spatial=spatial,
                   source=path or "")
+
+
+def _upgrade_sections(run: RunSettings, stages_data: dict) -> None:
+    """YAML written before package existed: package runs before shard and takes its media settings."""
+    if "shard" in run.stages and "package" not in run.stages:
+        run.stages.insert(run.stages.index("shard"), "package")
+        log.warning("run.stages: added package before shard (the per-clip half of the old shard stage)")
+    shard = stages_data.get("shard")
+    if isinstance(shard, dict) and any(k in shard for k in MOVED_TO_PACKAGE):
+        shard, package = dict(shard), dict(stages_data.get("package") or {})
+        for key in MOVED_TO_PACKAGE:
+            if key in shard:
+                package.setdefault(key, shard.pop(key))
+                log.warning("stages.shard.%s is now stages.package.%s", key, key)
+        stages_data["shard"], stages_data["package"] = shard, package
+    for stage, keys in RETIRED.items():
+        section = stages_data.get(stage)
+        if isinstance(section, dict) and any(k in section for k in keys):
+            stages_data[stage] = {k: v for k, v in section.items() if k not in keys}
+            log.warning("stages.%s: %s no longer exist(s) (the executor spreads the work); ignored",
+                        stage, [k for k in keys if k in section])
 
 
 def _spatial_section(spatial, stages_data: dict) -> dict:

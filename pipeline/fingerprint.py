@@ -1,7 +1,8 @@
 """Fingerprints decide what a rerun may skip.
 
-measure fingerprint  = stage name + code version + settings that change measurements + the run-level
-                       spatial settings it uses
+measure fingerprint  = stage name + code version (its `version` and a digest of the source of its module
+                       and of the project modules it imports, pipeline/codeversion.py) + settings that
+                       change measurements + the run-level spatial settings it uses
                        + measure fingerprints of the stages whose work files it reads
 stage fingerprint    = measure fingerprint + decision settings + previous stage's fingerprint
 chunk marker         = stage fingerprint + the upstream chunk's marker (or the input chunk digest)
@@ -17,6 +18,7 @@ import hashlib
 import json
 
 from binauralizer.constants import SAMPLE_RATE
+from pipeline.codeversion import code_digest
 
 
 def digest(obj) -> str:
@@ -40,6 +42,7 @@ def stage_fingerprints(stages: list, chunk_size: int, preflight: dict | None = N
             {
                 "stage": stage.name,
                 "version": stage.version,
+                "code": code_digest(type(stage).__module__),
                 "settings": stage.measure_settings(),
                 "spatial": stage.spatial_settings(),
                 "sample_rate": SAMPLE_RATE,

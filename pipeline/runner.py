@@ -22,6 +22,7 @@ from manifests.io import atomic_write_bytes, atomic_write_json, chunk_name, read
 from manifests.readers import InputManifest, ManifestError, normalise_root, read_input
 from pipeline.config import Config, dump_config
 from pipeline.executors import StageSpec, make_executor
+from pipeline.executors.base import worker_id
 from pipeline.fingerprint import digest, row_key, stage_fingerprints
 from pipeline.funnel import stage_counts
 from pipeline.lock import RunLock
@@ -69,7 +70,7 @@ class Runner:
             media_root=normalise_root(request.media_root),
             seed=self.config.run.seed,
             spatial=self.config.spatial,
-            extra={"dataset": dataclasses.asdict(self.config.dataset)},
+            extra={"dataset": dataclasses.asdict(self.config.dataset), "stage_params": dict(self.config.stage_params)},
         )
         self._executor = None
         self._n_chunks: int | None = None
@@ -116,10 +117,18 @@ class Runner:
                 if self._executor is not None:
                     self._executor.close()
             stats = self._write_stats(plans, manifest, preflight, time.time() - started)
-            for plan in plans:
-                if plan.selected or plan.state == "done earlier":
-                    plan.stage.finalize()
+            self._publish(plans)
         return stats
+
+    def _publish(self, plans: list[StagePlan]) -> None:
+        """The run-level step after the funnel: report and card, when validate is complete."""
+        validate = next((p for p in plans if p.name == "validate"), None)
+        if validate is not None and (validate.state == "done earlier" or validate.state.startswith("ran")):
+            from output.publish import publish
+
+            started = time.time()
+            publish(self.out)
+            log.info("report and card written in %.1f s", time.time() - started)
 
     # ------------------------------------------------------------------------------------------
     def _preflight(self) -> dict:
@@ -128,7 +137,7 @@ class Runner:
         for name in self.config.run.stages:
             cls = stage_class(name)
             if hasattr(cls, "preflight"):
-                result = cls.preflight(self.config.stage_params[name], self.config.spatial)
+                result = cls.preflight(self.config.stage_params[name], self.config.spatial, dict(info))
                 if result:
                     info[name] = result
         return info
@@ -329,9 +338,11 @@ class Runner:
     def _finish_chunk(self, plan: StagePlan, k: int, entry, measurements, cache: bool = True) -> None:
         rows, expected = entry
         stage = plan.stage
-        out_rows, good = [], []
+        out_rows, good, workers = [], [], set()
         for row, m in zip(rows, measurements):
-            m = m or {}
+            m = dict(m or {})
+            if "_worker" in m:
+                workers.add(m.pop("_worker"))
             if "_error" in m:
                 out_rows.append({**row, "status": FAILED, "reason": str(m["_error"])})
                 continue
@@ -346,7 +357,10 @@ class Runner:
         if cache and good:
             self._store_cache(plan, k, good)
         counts = {s: sum(1 for r in out_rows if r["status"] == s) for s in (KEPT, DROPPED, FAILED)}
-        atomic_write_json(self._marker_path(plan.name, k), {"fingerprint": expected, **counts})
+        marker = {"fingerprint": expected, **counts}
+        if workers:  # host:pid of the processes that measured this chunk (auditing a cluster run)
+            marker["workers"] = sorted(workers)
+        atomic_write_json(self._marker_path(plan.name, k), marker)
 
     def _store_cache(self, plan: StagePlan, k: int, good: list[dict]) -> None:
         """Add this chunk's measurements to what the cache already holds (never drop earlier ones:
@@ -399,6 +413,7 @@ class Runner:
             "stages": {},
             "preflight": preflight,
             "executor": self.req.executor or self.config.executor.name,
+            "driver": worker_id(),
             "wall_s": round(wall, 3),
         }
         for plan in plans:

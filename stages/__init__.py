@@ -18,6 +18,7 @@ REGISTRY: dict[str, str] = {
     "train_unet": "stages.train_unet:TrainUNetStage",
     "convert": "stages.convert:ConvertStage",
     "validate": "stages.validate:ValidateStage",
+    "package": "stages.package:PackageStage",
     "shard": "stages.shard:ShardStage",
 }
 # Plug-in stages: BINAURALIZE_EXTRA_STAGES="name=package.module:Class,..." appends stages after the

@@ -219,8 +219,6 @@ class Stage:
         """For kind == "global": all kept rows in, one measurement dict per row out."""
         raise NotImplementedError
 
-    def finalize(self) -> None:
-        """Called after the run's stats.json (the funnel) is written: reports that quote it."""
 
     # -- helpers ------------------------------------------------------------------------------
     @classmethod

@@ -72,7 +72,7 @@ class ConvertStage(Stage):
     kind = "actor"
 
     @classmethod
-    def preflight(cls, params: ConvertParams, spatial: Spatial) -> dict:
+    def preflight(cls, params: ConvertParams, spatial: Spatial, resolved=None) -> dict:
         """Rendering modes: fail before any work when the HRIR set cannot be loaded; name the file."""
         if params.mode not in RENDERED:
             return {"mode": params.mode}

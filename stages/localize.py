@@ -62,7 +62,7 @@ class LocalizeStage(Stage):
               *A.PATH_COLUMNS["localize"])
 
     @classmethod
-    def preflight(cls, params: LocalizeParams, spatial=None) -> dict:
+    def preflight(cls, params: LocalizeParams, spatial=None, resolved=None) -> dict:
         """Fail before any work when the chosen localiser cannot be built (missing file or package)."""
         import importlib.util
         import os

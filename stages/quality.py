@@ -71,7 +71,7 @@ class QualityStage(Stage):
 
     # -- before the run -------------------------------------------------------------------------
     @classmethod
-    def preflight(cls, params: QualityParams, spatial=None) -> dict:
+    def preflight(cls, params: QualityParams, spatial=None, resolved=None) -> dict:
         """Resolve the backend; the runner records the returned dict in stats.json.
 
         Raises ConfigError when `backend: audiobox` has no checkpoint, when a given

@@ -109,7 +109,7 @@ class TrainUNetStage(Stage):
     kind = "global"
 
     @classmethod
-    def preflight(cls, params: TrainUNetParams, spatial: Spatial) -> dict:
+    def preflight(cls, params: TrainUNetParams, spatial: Spatial, resolved=None) -> dict:
         """The pseudo pairs render through the run's HRIR set: fail before any work when it cannot load."""
         return hrir_preflight(spatial.hrir)
 

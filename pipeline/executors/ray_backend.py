@@ -16,13 +16,13 @@ import logging
 import os
 from collections import deque
 
-from pipeline.executors.base import Executor, StageSpec, measure_safely
+from pipeline.executors.base import Executor, StageSpec, measure_safely, tagged
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _run_batch(spec: StageSpec, rows: list[dict]) -> list[dict]:
-    return measure_safely(spec.build(), rows, spec.clip_timeout_s)
+    return tagged(measure_safely(spec.build(), rows, spec.clip_timeout_s))
 
 
 class _StageActor:
@@ -31,7 +31,7 @@ class _StageActor:
         self.timeout = spec.clip_timeout_s
 
     def measure(self, rows: list[dict]) -> list[dict]:
-        return measure_safely(self.stage, rows, self.timeout)
+        return tagged(measure_safely(self.stage, rows, self.timeout))
 
 
 class RayExecutor(Executor):

@@ -12,7 +12,6 @@ import pytest
 
 from output.card import card_text
 from output.report import PAPER_ROWS, TABLE_COLUMNS, build_table, write_report
-from stages.validate import ValidateStage
 
 
 
@@ -58,8 +57,7 @@ class Page(HTMLParser):
 @pytest.fixture(scope="module")
 def validated(tmp_path_factory):
     ctx, rows = outputruns.build_run(str(tmp_path_factory.mktemp("run")))
-    stage = ValidateStage(ValidateStage.params_from({"report_clips": 2}), ctx)
-    out = stage.run_global(rows)
+    out = outputruns.validate_run(ctx, rows, report_clips=2)
     page = Page()
     with open(os.path.join(ctx.out, "report", "index.html"), encoding="utf-8") as fh:
         page.feed(fh.read())

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import tarfile
 
+import pyarrow.parquet as pq
 import pytest
 
 from runhelpers import ROOT, SAMPLE_CONFIG, manifest_bytes
@@ -25,7 +26,8 @@ def test_every_stage_runs_and_the_funnel_says_so(full_run):
     out, _, stdout = full_run
     stats = json.load(open(os.path.join(out, "stats.json")))
     s = stats["stages"]
-    assert list(s) == ["ingest", "duration", "silence", "quality", "localize", "train_unet", "convert", "validate", "shard"]
+    assert list(s) == ["ingest", "duration", "silence", "quality", "localize", "train_unet", "convert", "validate",
+                       "package", "shard"]
     assert s["ingest"]["in"] == 24 and s["shard"]["kept"] == 17
     assert all(s[name]["in"] == 17 and s[name]["kept"] == 17 for name in ("quality", "localize", "train_unet", "convert"))
     assert stats["preflight"]["quality"]["backend"] == "dsp"  # no Audiobox checkpoint offline: said loudly
@@ -51,6 +53,53 @@ def test_outputs_are_a_dataset_with_a_report(full_run):
     losses = [p["total"] for p in curve["history"]]
     assert len(losses) == 150 and sum(losses[-20:]) < 0.8 * sum(losses[:20])  # the tiny U-Net learns
     assert os.path.getsize(os.path.join(out, "work", "train_unet", "loss_curve.png")) > 1000
+
+
+def test_validate_and_package_ran_in_ray_workers_not_the_driver(full_run):
+    """The per-clip halves of the old global stages reach the cluster: each chunk's marker names the
+    processes that measured it, and none of them is the driver."""
+    out = full_run[0]
+    driver = json.load(open(os.path.join(out, "stats.json")))["driver"]
+    for name in ("validate", "package"):
+        folder = os.path.join(out, "completions", name)
+        workers = set().union(*(json.load(open(os.path.join(folder, f))).get("workers", []) for f in os.listdir(folder)))
+        assert workers, name
+        assert all(w.rsplit(":", 1)[1] != driver.rsplit(":", 1)[1] for w in workers), (name, workers, driver)
+    train = json.load(open(os.path.join(out, "completions", "train_unet", "chunk-00000.json")))
+    assert "workers" not in train  # a global stage runs on the driver
+
+
+def test_a_plugin_filter_before_shard_changes_the_dataset(full_run, sample_dir, tmp_path):
+    """run.stages is the order: a plug-in placed before shard drops clips from the shards; nothing
+    before it reruns."""
+    import yaml
+
+    from runhelpers import copy_run
+
+    out = copy_run(full_run[0], str(tmp_path / "run"))
+    index = pq.read_table(os.path.join(out, "shards", "index.parquet")).to_pylist()
+    folder = os.path.join(out, "manifests", "validate")
+    rows = {r["clip_id"]: r for f in sorted(os.listdir(folder)) for r in pq.read_table(os.path.join(folder, f)).to_pylist()}
+    label = rows[index[0]["key"]]["label"]
+    dropped = {r["key"] for r in index if rows[r["key"]]["label"] == label}
+    config = yaml.safe_load(open(SAMPLE_CONFIG))
+    config["run"]["stages"].insert(config["run"]["stages"].index("shard"), "drop_label")
+    config["stages"]["drop_label"] = {"labels": [label]}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config))
+    cmd = [sys.executable, "-m", "pipeline", "build", "--config", str(path), "--input",
+           os.path.join(sample_dir, "manifest.csv"), "--media-root", sample_dir, "--out", out,
+           "--executor", "local", "--no-progress"]
+    env = {**os.environ, "BINAURALIZE_EXTRA_STAGES": "drop_label=drop_stage:DropLabelStage",
+           "PYTHONPATH": os.path.join(ROOT, "tests", "pipeline")}
+    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    stats = json.load(open(os.path.join(out, "stats.json")))["stages"]
+    assert list(stats)[-3:] == ["package", "drop_label", "shard"]
+    assert sum(stats["drop_label"]["dropped"].values()) == len(dropped) and stats["drop_label"]["failed"] in (0, {})
+    assert all(stats[n]["state"] == "done earlier" for n in list(stats)[:-2])
+    after = {r["key"] for r in pq.read_table(os.path.join(out, "shards", "index.parquet")).to_pylist()}
+    assert dropped and after == {r["key"] for r in index} - dropped
 
 
 def test_rerun_does_nothing_and_changes_nothing(full_run):
