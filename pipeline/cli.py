@@ -43,6 +43,13 @@ def _prog() -> str:
     return "python -m pipeline" if not name or name.endswith(".py") or name == "-c" else name
 
 
+INTERRUPTED = """
+interrupted: the build stopped at your request. Nothing is lost: every finished (stage, chunk) is saved
+with its completion marker, and unfinished work leaves no partial files behind.
+Resume by running the same command again:
+  {command}"""
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=_prog(),
@@ -131,10 +138,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(json.dumps(report, indent=2, default=str) if args.json else format_status(report))
         return 0
-    return _build(args)
+    return _build(args, argv)
 
 
-def _build(args) -> int:
+def _build(args, argv: list[str] | None = None) -> int:
     from manifests.readers import ManifestError
     from pipeline.config import load_config
     from pipeline.lock import RunLockedError
@@ -156,6 +163,10 @@ def _build(args) -> int:
     except RunLockedError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
+    except KeyboardInterrupt:
+        print(INTERRUPTED.format(command=" ".join(["python -m pipeline", *sys.argv[1:]]) if argv is None else
+                                 " ".join(["python -m pipeline", *argv])), file=sys.stderr)
+        return 130
     print()
     print(format_funnel(stats))
     print(f"\nrun folder: {os.path.abspath(args.out)}  ({_prog()} status --out {args.out})")
