@@ -8,8 +8,8 @@ a clip whose intermediates cannot be read fails with the reason.
 
 Defaults are the tiny configuration (about a minute on two CPU cores: the sample run). The
 paper's scale (configs/binauralvggsound.yaml): width 1.0, frame 224 x 448, batch 192,
-visual fine-tuned, x0.94 learning-rate decay, num_gpus = GPUs to train on (Ray Train, one DDP
-worker per GPU). With num_gpus 0 and num_workers > 1 it runs CPU DDP (gloo) over Ray Train.
+visual fine-tuned, x0.94 learning-rate decay, ddp_workers = GPUs to train on with num_gpus: 1 per
+worker (Ray Train). With num_gpus 0 and ddp_workers > 1 it runs CPU DDP (gloo) over Ray Train.
 """
 
 from __future__ import annotations
