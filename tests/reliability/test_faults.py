@@ -63,9 +63,13 @@ MEMBERS_PER_SAMPLE = 6  # mp4, flac, mono.flac, json, spatial.npy, traj.npy
 
 
 def shard_bytes(out: str) -> dict[str, bytes]:
+    """The dataset's bytes: the tars, index.parquet and sizes.json. (A shard's own .parquet/.stats.json
+    also record each sample's package fingerprint, which stamps files of its run folder, so they differ
+    between two run folders by design.)"""
     folder = os.path.join(out, "shards")
     return {os.path.relpath(os.path.join(d, f), folder): open(os.path.join(d, f), "rb").read()
-            for d, _, files in os.walk(folder) for f in sorted(files)}
+            for d, _, files in os.walk(folder) for f in sorted(files)
+            if f.endswith(".tar") or f in ("index.parquet", "sizes.json")}
 
 
 def build_cmd(manifest: str, media: str, out: str, executor: str = "ray", kill_at: str | None = None) -> list[str]:
