@@ -53,8 +53,7 @@ def stop_nodes(temp_dirs: list[str]) -> None:
 
 def start_node(temp_dir: str, *args: str) -> None:
     ports = free_ports(6)
-    cmd = [RAY, "start", "--temp-dir", temp_dir, "--num-cpus", "1", "--include-dashboard", "false",
-           "--disable-usage-stats", "--node-manager-port", str(ports[0]), "--object-manager-port", str(ports[1]),
+    cmd = [RAY, "start", "--temp-dir", temp_dir, "--num-cpus", "1", "--disable-usage-stats", "--node-manager-port", str(ports[0]), "--object-manager-port", str(ports[1]),
            "--dashboard-agent-listen-port", str(ports[2]), "--dashboard-agent-grpc-port", str(ports[3]),
            "--runtime-env-agent-port", str(ports[4]), "--metrics-export-port", str(ports[5]), "--object-store-memory", str(200 << 20), *args]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=180,
@@ -75,7 +74,7 @@ def test_two_node_cluster_gives_the_local_shards(tmp_path, reference_run):
     node_dir = tempfile.mkdtemp(prefix="rn", dir="/tmp")
     try:
         port = free_ports(1)[0]
-        start_node(head_dir, "--head", "--port", str(port), "--node-ip-address", "127.0.0.1",
+        start_node(head_dir, "--head", "--include-dashboard", "false", "--port", str(port), "--node-ip-address", "127.0.0.1",
                    "--resources", json.dumps({"head_node": 1}))
         address = f"127.0.0.1:{port}"
         start_node(node_dir, "--address", address, "--node-ip-address", "127.0.0.1",
