@@ -1,6 +1,6 @@
 """Issue 12: does a run stay flat in memory and linear in time as the dataset grows?
 
-The same cheap pipeline (ingest, duration, silence, convert mode mono, shard without video; 1 s clips at
+The same cheap pipeline (ingest, duration, silence, convert mode mono, package without video, shard; 1 s clips at
 64x48, chunks of 64) runs on SMALL and LARGE synthetic clip sets with the Ray executor on this machine.
 Peak memory is each process's VmHWM read from /proc while the run lasts: the driver, and the largest of
 its Ray workers. Linear time means wall(LARGE) / wall(SMALL) within 20 % of LARGE / SMALL. Clips are hard
@@ -19,10 +19,9 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = int(os.environ.get("BENCH_SCALE_SMALL", "200"))
 LARGE = int(os.environ.get("BENCH_SCALE_LARGE", "2000"))
-SETTINGS = ["run.stages=[ingest, duration, silence, convert, shard]", "run.chunk_size=64", "executor.num_cpus=2",
+SETTINGS = ["run.stages=[ingest, duration, silence, convert, package, shard]", "run.chunk_size=64", "executor.num_cpus=2",
             "stages.ingest.fps=4", "stages.ingest.short_side=32", "stages.duration.min_seconds=0.5",
-            "stages.duration.window_seconds=1.0", "stages.convert.mode=mono", "stages.shard.video=none",
-            "stages.shard.num_workers=1"]
+            "stages.duration.window_seconds=1.0", "stages.convert.mode=mono", "stages.package.video=none"]
 
 
 def _media(folder: str, clips: int) -> str:

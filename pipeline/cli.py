@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import re
@@ -48,6 +49,13 @@ interrupted: the build stopped at your request. Nothing is lost: every finished 
 with its completion marker, and unfinished work leaves no partial files behind.
 Resume by running the same command again:
   {command}"""
+
+# A full disk (or quota, or file-size limit) is not bad input: the build stops, keeps what is finished.
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+DISK_FULL_MESSAGE = """error: the disk is full: {error}
+The build stopped. Nothing finished is lost and no partial file is left visible (shards, manifests and
+markers are written to temporary names and renamed only when complete). Free space on the volume of
+{out} (or of the path above), then run the same command again: it resumes where it stopped."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -163,6 +171,11 @@ def _build(args, argv: list[str] | None = None) -> int:
     except RunLockedError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
+    except OSError as exc:
+        if exc.errno not in DISK_FULL:
+            raise
+        print(DISK_FULL_MESSAGE.format(error=exc, out=args.out), file=sys.stderr)
+        return 4
     except KeyboardInterrupt:
         print(INTERRUPTED.format(command=" ".join(["python -m pipeline", *sys.argv[1:]]) if argv is None else
                                  " ".join(["python -m pipeline", *argv])), file=sys.stderr)

@@ -39,3 +39,20 @@ def cmdline(pid: int) -> str:
 def ray_workers(driver: int, title: str) -> list[int]:
     """Ray worker processes under our driver whose process title starts with `title` (e.g. ray::_run_batch)."""
     return [p for p in descendants(driver) if cmdline(p).startswith(title)]
+
+
+def in_session(sid: int) -> list[int]:
+    """Live processes of a session (a build started with start_new_session=True and what it spawned,
+    even after the build itself died and they were re-parented)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z" and int(fields[3]) == sid:
+            out.append(int(entry))
+    return out
