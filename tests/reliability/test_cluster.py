@@ -51,13 +51,20 @@ def stop_nodes(temp_dirs: list[str]) -> None:
             time.sleep(0.2)
 
 
+def node_env(temp_dir: str) -> dict:
+    """Hermetic: no token or config from the user's ~/.ray (a leftover auth token makes the head demand one)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    home = temp_dir.rstrip("/") + "-home"
+    os.makedirs(home, exist_ok=True)
+    return {**env, "HOME": home, "RAY_USAGE_STATS_ENABLED": "0"}
+
+
 def start_node(temp_dir: str, *args: str) -> None:
     ports = free_ports(6)
     cmd = [RAY, "start", "--temp-dir", temp_dir, "--num-cpus", "1", "--disable-usage-stats", "--node-manager-port", str(ports[0]), "--object-manager-port", str(ports[1]),
            "--dashboard-agent-listen-port", str(ports[2]), "--dashboard-agent-grpc-port", str(ports[3]),
            "--runtime-env-agent-port", str(ports[4]), "--metrics-export-port", str(ports[5]), "--object-store-memory", str(200 << 20), *args]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=180,
-                          env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=node_env(temp_dir))
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
 
 
@@ -80,7 +87,7 @@ def test_two_node_cluster_gives_the_local_shards(tmp_path, reference_run):
         start_node(node_dir, "--address", address, "--node-ip-address", "127.0.0.1",
                    "--resources", json.dumps({"second_node": 1}))
         out = str(tmp_path / "run")
-        env = {**os.environ, "RAY_ADDRESS": address, "PYTHONPATH": ROOT}
+        env = {**node_env(head_dir), "RAY_ADDRESS": address, "PYTHONPATH": ROOT}
         done = subprocess.run(build_cmd(manifest, media, out), cwd=ROOT, env=env, capture_output=True, text=True,
                               timeout=600)
         assert done.returncode == 0, done.stderr[-3000:]
@@ -98,4 +105,6 @@ def test_two_node_cluster_gives_the_local_shards(tmp_path, reference_run):
         leftover = [p for d in (head_dir, node_dir) for p in node_pids(d)]
         shutil.rmtree(head_dir, ignore_errors=True)
         shutil.rmtree(node_dir, ignore_errors=True)
+        for d in (head_dir, node_dir):
+            shutil.rmtree(d + "-home", ignore_errors=True)
     assert not leftover, leftover
