@@ -209,10 +209,12 @@ def markdown(result: dict, default_row: str) -> str:
 
 
 def unet_models() -> dict[str, str]:
-    """The U-Nets to evaluate: `paper` = trained on the paper's first-order targets (tiny, synthetic pool)."""
-    from binauralizer.testing import tiny_model_path
+    """The tiny U-Nets (synthetic training pool, CPU): `unet` = the default training (direct targets over
+    KEMAR + SONICOM-1, mono input, patches on full frames); `paper` = PseudoBinaural's (first order, 8
+    virtual speakers, KEMAR, L + R input, black canvas)."""
+    from binauralizer.testing import paper_tiny_model_path, tiny_model_path
 
-    return {"unet": tiny_model_path()}
+    return {"unet": tiny_model_path(), "paper": paper_tiny_model_path()}
 
 
 def run(scene_ids=None) -> dict:

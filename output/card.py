@@ -200,7 +200,7 @@ def hf_features():
             "spatial_metrics": {c: f64 for c in ("iacc", "ild_db", "itd_ms", "isd_db", "ipd_rad", "lateral_agree")},
             "trajectory": {"az_start_deg": f64, "az_end_deg": f64, "az_mean_deg": f64, "az_min_deg": f64,
                            "az_max_deg": f64, "el_mean_deg": f64, "distance_mean_m": f64, "frames": i64,
-                           "fps": f64, "method": text, "confidence": f64},
+                           "fps": f64, "method": text, "confidence": f64, "centre_pull": f64},
             "media": {"video": text, "mp4_audio": Value("bool"), "flac_subtype": text, "clipped_samples": i64,
                       "clipped_samples_mono": i64},
         },

@@ -3,6 +3,8 @@
 Modes (the manifest records which one produced each clip in `conversion_mode`):
   unet -- the paper's: PseudoBinaural's U-Net trained by `train_unet` (work/train_unet/model.pt),
           sliding 0.63 s windows with a 0.1 s hop, windows of all clips in a batch run together;
+  direct -- the localised trajectory rendered through interpolated measured HRIRs (real ITD and
+          ILD of the head, 40 ms crossfades; binauralizer.moving.render_trajectory(mode="direct"));
   sh   -- the binauralizer's rendering of the mono clip along the localised trajectory
           (work/localize/<clip_id>/traj.npy), first-order SH through the chosen HRIR set;
   mono -- L = R, the baseline.
@@ -25,7 +27,7 @@ from stages.clipdata import atomic_save_npy, clip_work_path, load_audio, load_fr
 
 @dataclass
 class ConvertParams(Params):
-    mode: str = "unet"  # unet | sh | mono
+    mode: str = "unet"  # unet | direct | sh | mono
     batch_size: int = 8  # clips per actor call
     window_batch: int = 0  # 0.63 s windows per forward pass, across clips; 0 = 64 on GPU, 8 on CPU
     num_gpus: float = 0.0  # per actor; fractional packs several actors on one GPU
@@ -36,8 +38,8 @@ class ConvertParams(Params):
     decoder: str = "lsq"
 
     def validate(self) -> None:
-        if self.mode not in ("unet", "sh", "mono"):
-            raise ConfigError(f"stages.convert.mode: one of unet, sh, mono; got {self.mode!r}")
+        if self.mode not in ("unet", "direct", "sh", "mono"):
+            raise ConfigError(f"stages.convert.mode: one of unet, direct, sh, mono; got {self.mode!r}")
         if self.batch_size < 1 or self.window_batch < 0:
             raise ConfigError("stages.convert: batch_size must be >= 1 and window_batch >= 0")
         if self.decoder not in ("lsq", "sampling"):
@@ -75,7 +77,7 @@ class ConvertStage(Stage):
             # 64 is slower (memory traffic); GPUs want large batches
             window_batch = p.window_batch or (64 if device == "cuda" else 8)
             self._converter = UNetConverter.from_file(path, device=device, batch_size=window_batch)
-        elif p.mode == "sh":
+        elif p.mode in ("sh", "direct"):
             from binauralizer.hrir import load_hrirs
 
             self._hrirs = load_hrirs(p.hrir)
@@ -92,10 +94,11 @@ class ConvertStage(Stage):
             clip.frames = load_frames(self.ctx, row)
             if clip.frames.ndim != 4 or len(clip.frames) == 0:
                 raise ValueError("no video frames in the clip's window (the U-Net needs the picture)")
-        elif self.params.mode == "sh":
+        elif self.params.mode in ("sh", "direct"):
             path = os.path.join(self.ctx.work, "localize", row["clip_id"], "traj.npy")
             if not os.path.exists(path):
-                raise ValueError(f"no trajectory at {path}: run the localize stage before convert (mode sh)")
+                raise ValueError(f"no trajectory at {path}: run the localize stage before convert "
+                                 f"(mode {self.params.mode})")
             clip.trajectory = np.load(path)
         return clip
 
@@ -124,6 +127,8 @@ class ConvertStage(Stage):
                 elif p.mode == "sh":
                     outputs[i] = conversion.convert_sh(clip.audio, clip.trajectory, clip.fps, self._hrirs,
                                                        order=p.sh_order, decoder=p.decoder)
+                elif p.mode == "direct":
+                    outputs[i] = conversion.convert_direct(clip.audio, clip.trajectory, clip.fps, self._hrirs)
                 binaural = match_level(clip.audio, outputs[i])
                 if not np.all(np.isfinite(binaural)):
                     raise ValueError("conversion produced non-finite samples")

@@ -45,7 +45,10 @@ class TrainUNetParams(Params):
     moving_prob: float = 0.0  # fraction of sources moving along a path
     camera_rotation_prob: float = 0.0  # fraction of scenes under a camera pan (FOA rotation)
     checkpoint_every: int = 50
-    hrir: str = "kemar"  # HRIR set for the pseudo pairs: kemar | sonicom-1 | sonicom-2 | a SOFA path
+    hrir: str = "kemar,sonicom-1"  # HRIR sets for the pseudo pairs, comma-separated: kemar | sonicom-1 | sonicom-2 | SOFA path
+    target: str = "direct"  # pseudo-pair rendering: direct (real ITD) | sh4 (order 4, magLS) | paper (first order, 8 speakers)
+    input: str = "mono"  # network input in training: mono (as convert feeds it) | downmix (the paper's L + R)
+    background: str = "frame"  # pseudo-pair canvas: frame (another clip's full frame) | black (the paper's)
     seed: int = 0
     num_gpus: int = 0  # GPUs to train on: one Ray Train DDP worker each
     num_workers: int = 1  # CPU DDP workers when num_gpus == 0 (1 = one process, no Ray)
@@ -71,6 +74,14 @@ class TrainUNetParams(Params):
         workers = self.num_gpus or self.num_workers
         if self.batch_size % workers:
             raise ConfigError(f"stages.train_unet.batch_size: {self.batch_size} does not split over {workers} workers")
+        if self.target not in ("direct", "sh4", "paper"):
+            raise ConfigError(f"stages.train_unet.target: direct, sh4 or paper; got {self.target!r}")
+        if self.background not in ("frame", "black"):
+            raise ConfigError(f"stages.train_unet.background: frame or black; got {self.background!r}")
+        if self.input not in ("mono", "downmix"):
+            raise ConfigError(f"stages.train_unet.input: mono or downmix; got {self.input!r}")
+        if not [n for n in str(self.hrir).split(",") if n.strip()]:
+            raise ConfigError("stages.train_unet.hrir: name at least one HRIR set (e.g. kemar,sonicom-1)")
         for key in ("moving_prob", "camera_rotation_prob"):
             if not 0 <= getattr(self, key) <= 1:
                 raise ConfigError(f"stages.train_unet.{key}: must be in [0, 1]")
@@ -83,7 +94,8 @@ def train_config(p: TrainUNetParams, run_seed: int = 0):
         steps=p.steps, batch_size=p.batch_size, lr_visual=p.lr_visual, lr_audio=p.lr_audio, lr_fusion=p.lr_fusion,
         weight_decay=p.weight_decay, lr_decay=p.lr_decay, decay_every=p.decay_every, width=p.width,
         frame_size=(p.frame_height, p.frame_width), visual=p.visual, visual_checkpoint=p.visual_checkpoint or None,
-        freeze_visual=p.freeze_visual, apnet=p.apnet, hrir=p.hrir, seed=p.seed + 1_000_003 * run_seed,
+        freeze_visual=p.freeze_visual, apnet=p.apnet, hrir=p.hrir, target=p.target, input=p.input, background=p.background,
+        seed=p.seed + 1_000_003 * run_seed,
         moving_prob=p.moving_prob, camera_rotation_prob=p.camera_rotation_prob, checkpoint_every=p.checkpoint_every,
     )
 
