@@ -51,10 +51,13 @@ class AVCorrespondenceNet(nn.Module):
             nn.Conv2d(64, 128, 3, 2, 1), nn.BatchNorm2d(128), nn.ReLU(),
             nn.Conv2d(128, dim, 1))
         if visual == "tiny":
+            # replicate padding: zero padding marks the border, and the max over locations then
+            # learns to match every sound at the frame's edge
+            pad = {"padding_mode": "replicate"}
             self.backbone = nn.Sequential(
-                nn.Conv2d(3, 32, 5, 2, 2), nn.BatchNorm2d(32), nn.ReLU(),
-                nn.Conv2d(32, 64, 3, 2, 1), nn.BatchNorm2d(64), nn.ReLU(),
-                nn.Conv2d(64, 128, 3, 2, 1), nn.BatchNorm2d(128), nn.ReLU())
+                nn.Conv2d(3, 32, 5, 2, 2, **pad), nn.BatchNorm2d(32), nn.ReLU(),
+                nn.Conv2d(32, 64, 3, 2, 1, **pad), nn.BatchNorm2d(64), nn.ReLU(),
+                nn.Conv2d(64, 128, 3, 2, 1, **pad), nn.BatchNorm2d(128), nn.ReLU())
             width = 128
         elif visual == "mobilenet_v2":
             from binauralizer.pseudobinaural.backbones import mobilenet_v2
