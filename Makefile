@@ -1,6 +1,7 @@
 # make build-dataset   set up .venv, generate the bundled sample (when INPUT is not given), run the pipeline
 # make test            set up .venv and run the test suite
 # make bench           run the benchmarks and write benchmarks/results.md
+# make train           codec, feature shards and the `tiny` SpatialV2A model on OUT's shards (builds them if missing)
 #
 # On your own data:  make build-dataset INPUT=vggsound.csv MEDIA_ROOT=/data/vggsound OUT=runs/vgg \
 #                        CONFIG=configs/binauralvggsound.yaml RAY_ADDRESS=auto
@@ -15,7 +16,11 @@ EXECUTOR ?=
 ARGS ?=
 export RAY_ADDRESS
 
-.PHONY: env build-dataset sample test bench clean
+TRAIN_OUT ?= $(OUT)/trainer
+TRAIN_CONFIG ?= tiny
+TRAIN_ARGS ?=
+
+.PHONY: env build-dataset sample test bench train clean
 
 env:
 	@scripts/setup_env.sh
@@ -34,11 +39,18 @@ else
 		$(if $(EXECUTOR),--executor $(EXECUTOR)) $(ARGS)
 endif
 
-test: env
+test:
+	@scripts/setup_env.sh --test
 	$(PYTHON_BIN) -m pytest -q --durations=15
 
 bench: env
 	$(PYTHON_BIN) -m benchmarks
+
+train: env
+	@test -f $(OUT)/shards/sizes.json || $(MAKE) build-dataset OUT=$(OUT)
+	$(PYTHON_BIN) -m trainer codec --shards $(OUT)/shards --out $(TRAIN_OUT)/codec.pt --eval-clips 4
+	$(PYTHON_BIN) -m trainer featurize --shards $(OUT)/shards --codec $(TRAIN_OUT)/codec.pt --out $(OUT)/features
+	$(PYTHON_BIN) -m trainer train --data $(OUT)/features --config $(TRAIN_CONFIG) --out $(TRAIN_OUT)/$(TRAIN_CONFIG) $(TRAIN_ARGS)
 
 clean:
 	rm -rf runs $(SAMPLE_DIR)

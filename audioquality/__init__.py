@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-SAMPLE_RATE = 16000
+from binauralizer.constants import SAMPLE_RATE  # noqa: E402
 
 AXES = ("CE", "CU", "PC", "PQ")  # content enjoyment, content usefulness, production complexity/quality
 AES_COLUMNS = {axis: f"aes_{axis.lower()}" for axis in AXES}

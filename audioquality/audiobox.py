@@ -406,8 +406,7 @@ def write_random_checkpoint(path: str, seed: int = 0) -> str:
         "model_cfg": dict(RANDOM_MODEL_CFG),
         "target_transform": {a: dict(v) for a, v in RANDOM_TARGET_TRANSFORM.items()},
     }
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp"
-    torch.save(ckpt, tmp)
-    os.replace(tmp, path)
+    from manifests.io import atomic_torch_save
+
+    atomic_torch_save(ckpt, path)
     return path

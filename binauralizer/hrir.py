@@ -27,9 +27,11 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+
+from binauralizer.constants import SAMPLE_RATE
 import scipy.fft as sfft
 
-PIPELINE_FS = 16000
+PIPELINE_FS = SAMPLE_RATE
 
 KEMAR_FILE = "MIT_KEMAR_normal_pinna.sofa"
 KEMAR_DIRS = ("/usr/share/libmysofa", "/usr/local/share/libmysofa", "/opt/homebrew/share/libmysofa")

@@ -49,6 +49,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from binauralizer.constants import SAMPLE_RATE
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy import fft as sfft
 from scipy import signal
@@ -112,7 +114,7 @@ def _dot(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.add.reduce(a * b))
 
 
-def iacc(x: np.ndarray, sr: int = 16000, max_lag_ms: float = MAX_LAG_MS) -> float:
+def iacc(x: np.ndarray, sr: int = SAMPLE_RATE, max_lag_ms: float = MAX_LAG_MS) -> float:
     """Interaural cross-correlation coefficient in [0, 1]; NaN for a silent channel."""
     x = check_binaural(x)
     left, right = x
@@ -132,7 +134,7 @@ def iacc(x: np.ndarray, sr: int = 16000, max_lag_ms: float = MAX_LAG_MS) -> floa
 
 def segment_iacc(
     x: np.ndarray,
-    sr: int = 16000,
+    sr: int = SAMPLE_RATE,
     segment_s: float = SEGMENT_S,
     active_db: float = ACTIVE_DB,
     max_lag_ms: float = MAX_LAG_MS,
@@ -181,7 +183,7 @@ def _gcc_phat_peak(left: np.ndarray, right: np.ndarray, sr: int, max_lag_ms: flo
     return (refined - lag) / sr * 1e3
 
 
-def itd_ms(x: np.ndarray, sr: int = 16000, max_lag_ms: float = MAX_LAG_MS) -> float:
+def itd_ms(x: np.ndarray, sr: int = SAMPLE_RATE, max_lag_ms: float = MAX_LAG_MS) -> float:
     """Broadband GCC-PHAT ITD of the whole signal, ms (positive: left leads); NaN if silent."""
     x = check_binaural(x)
     if not (np.any(x[0]) and np.any(x[1])):
@@ -191,7 +193,7 @@ def itd_ms(x: np.ndarray, sr: int = 16000, max_lag_ms: float = MAX_LAG_MS) -> fl
 
 def framewise_itd_ms(
     x: np.ndarray,
-    sr: int = 16000,
+    sr: int = SAMPLE_RATE,
     frame_s: float = ITD_FRAME_S,
     active_db: float = ACTIVE_DB,
     max_lag_ms: float = MAX_LAG_MS,
@@ -239,7 +241,7 @@ class Segments:
 
 def segments(
     x: np.ndarray,
-    sr: int = 16000,
+    sr: int = SAMPLE_RATE,
     segment_s: float = SEGMENT_S,
     settings: StftSettings = DEFAULT_STFT,
     spec: np.ndarray | None = None,
@@ -311,7 +313,7 @@ def _nanmean_abs(values: np.ndarray) -> float:
 
 def clip_metrics(
     x: np.ndarray,
-    sr: int = 16000,
+    sr: int = SAMPLE_RATE,
     traj: np.ndarray | None = None,
     traj_fps: float | None = None,
     settings: StftSettings = DEFAULT_STFT,
@@ -352,7 +354,7 @@ def _peak_normalise(x: np.ndarray) -> np.ndarray:
 
 
 def reference_errors(
-    pred: np.ndarray, ref: np.ndarray, sr: int = 16000, settings: StftSettings = DEFAULT_STFT
+    pred: np.ndarray, ref: np.ndarray, sr: int = SAMPLE_RATE, settings: StftSettings = DEFAULT_STFT
 ) -> dict:
     """dILD (dB), dIPD (rad), dITD (us), STFT and envelope distances of `pred` against `ref`."""
     pred, ref = check_binaural(pred), check_binaural(ref)

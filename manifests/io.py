@@ -1,30 +1,44 @@
-"""Atomic reads and writes of (stage, chunk) manifests and their completion markers.
+"""Every file the project writes goes through here: one temp-name scheme, then an atomic rename.
 
-A manifest is written to a temp file and renamed; the completion marker (a small JSON holding the
-stage fingerprint and counts) is written last, the same way. A chunk counts as done only when its
-marker exists *and* its fingerprint matches the current configuration.
+A writer writes a hidden sibling `.tmp-<random>-<name>` in the target's folder and renames it over the
+target; on any error the temp file is removed. A kill can therefore leave only `.tmp-*` files (which
+nothing reads, and which `is_temp` lets cleaners recognise), never a half-written target. Manifests
+((stage, chunk) Parquet) are written with fixed settings so the same rows give the same bytes; a
+chunk's completion marker is written after its manifest.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
+from contextlib import contextmanager
+from typing import Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from manifests.schema import rows_to_table
 
+TEMP_PREFIX = ".tmp-"
 
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".tmp-")
+
+def is_temp(name: str) -> bool:
+    """True for a file name left by an interrupted atomic write."""
+    return os.path.basename(name).startswith(TEMP_PREFIX)
+
+
+@contextmanager
+def atomic_path(path: str) -> Iterator[str]:
+    """Yield a temp path beside `path` (same extension) for tools that write files themselves
+    (ffmpeg, pyarrow, matplotlib); renamed onto `path` when the block succeeds, removed otherwise."""
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX, suffix="-" + os.path.basename(path))
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -32,8 +46,38 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
         raise
 
 
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
 def atomic_write_json(path: str, obj, sort_keys: bool = True) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=sort_keys, default=str) + "\n").encode())
+
+
+def atomic_save_npy(path: str, array) -> None:
+    """A numpy array as .npy (no pickles)."""
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def atomic_torch_save(obj, path: str) -> None:
+    """torch.save through memory: the zip's record names come from the target's base name, not the
+    temp name, so the same object gives the same bytes wherever it is written."""
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def write_table(path: str, table: pa.Table) -> None:

@@ -17,6 +17,9 @@ STATUS_COLUMNS = ("clip_id", "status", "reason")
 INPUT_COLUMNS = ("clip_id", "video", "label", "caption", "split", "start", "end")
 REQUIRED_INPUT_COLUMNS = ("clip_id", "video")
 
+# quality scores of the binaural downmix that validate writes as downmix_<name> (same names as quality's)
+DOWNMIX_SCORES = ("aes_ce", "aes_cu", "aes_pc", "aes_pq", "dsp_clipping", "dsp_bandwidth_hz", "dsp_snr_db", "dsp_score")
+
 STAGE_COLUMNS: dict[str, tuple[str, ...]] = {
     "ingest": (
         "source_id", "duration_s", "has_audio", "has_video", "audio_codec", "video_codec",
@@ -31,10 +34,15 @@ STAGE_COLUMNS: dict[str, tuple[str, ...]] = {
     ),
     "localize": (
         "loc_method", "az_mean_deg", "az_start_deg", "az_end_deg", "el_mean_deg", "loc_confidence", "loc_centre_pull",
+        "heatmap_path", "spatial_path", "traj_path",
     ),
-    "render": ("conversion_mode", "binaural_path"),
     "convert": ("conversion_mode", "binaural_path"),
-    "validate": ("iacc", "ild_db", "itd_ms", "isd_db", "ipd_rad", "lateral_agree"),
+    "validate": (
+        "iacc", "ild_db", "itd_ms", "isd_db", "ipd_rad", "lateral_agree",
+        "ild_broadband_db", "itd_broadband_ms", "lateral_segments",
+        *(f"downmix_{k}" for k in DOWNMIX_SCORES),
+    ),
+    "package": ("package_path", "package_fingerprint", "sample_split"),
     "shard": ("shard", "shard_index"),
 }
 

@@ -8,7 +8,6 @@ over time against the visual trajectory with both ears' spectrograms.
 
 from __future__ import annotations
 
-import html
 import json
 import os
 from collections import Counter
@@ -20,7 +19,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-SAMPLE_RATE = 16000
+from manifests.io import atomic_path, atomic_write_text  # noqa: E402
+
+TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
+
+from binauralizer.constants import SAMPLE_RATE  # noqa: E402
 TABLE_COLUMNS = ("Dataset", "Quality backend", "CE", "CU", "PQ", "DSP score",
                  "IACC", "ILD (dB)", "ITD (ms)", "ISD (dB)", "IPD (rad)", "Lateral consistency")
 # SpatialV2A, Table 2 (ITD's unit and ISD's definition are not given in the paper).
@@ -32,6 +35,27 @@ PAPER_ROWS = (
 METRICS = (("iacc", "IACC"), ("ild_db", "ILD (dB)"), ("itd_ms", "ITD (ms)"), ("isd_db", "ISD (dB)"),
            ("ipd_rad", "IPD (rad)"))
 AES = (("aes_ce", "CE"), ("aes_cu", "CU"), ("aes_pq", "PQ"))
+# What each Table-2 column measures, and where ours differs from the paper's by definition.
+COLUMN_NOTES = (
+    ("CE, CU, PQ", "Audiobox Aesthetics scores (1 to 10) of the audio; for the binaural row, of its (L+R)/2 downmix.",
+     "Same model when a checkpoint is available; otherwise the columns are n/a and the dsp score stands in."),
+    ("IACC", "Interaural cross-correlation: the maximum of the normalised cross-correlation of the two ears within "
+             "+-1 ms, per clip, then averaged. 1 = identical ears (no spatial cue).",
+     "Same idea; the paper does not give its lag range or frequency band."),
+    ("ILD (dB)", "Interaural level difference: |level(left) - level(right)| per 0.5 s segment, averaged per clip.",
+     "We average magnitudes, so sources on both sides do not cancel; the paper does not say."),
+    ("ITD (ms)", "Interaural time difference: |lag of the cross-correlation peak| per segment, in milliseconds.",
+     "The paper reports 1.70 without a unit. A human head (and KEMAR) cannot produce more than about 0.7 to 0.8 ms, "
+     "so 1.70 cannot be milliseconds of a physical head; a likely cause is HRIRs at 44.1 kHz applied to 16 kHz "
+     "audio (PseudoBinaural's code), which stretches every delay 2.76 times. Our HRIRs are resampled first."),
+    ("ISD (dB)", "Our definition: the spread (standard deviation over frequency) of the interaural level spectrum.",
+     "The paper does not define ISD; its 0.07 is not comparable with ours."),
+    ("IPD (rad)", "Interaural phase difference: mean |phase(left) - phase(right)| over time-frequency bins with energy.",
+     "Same idea; the paper does not give its band or weighting."),
+    ("Lateral consistency", "Share of clips whose louder ear matches the side of the visual source in at least half "
+                            "of their off-centre (|azimuth| > 15 degrees) segments.",
+     "Not in the paper: it checks that the audio follows the picture, which the other columns cannot."),
+)
 
 
 @dataclass
@@ -127,7 +151,8 @@ def build_table(rows: list[dict], downmix: dict | None = None, preflight: dict |
 
 def _save(fig, path: str) -> str:
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
     plt.close(fig)
     return os.path.basename(path)
 
@@ -138,12 +163,20 @@ def _no_data(ax, what: str) -> None:
     ax.set_yticks([])
 
 
+def _counts_axis(axis) -> None:
+    """Clip counts are whole numbers: integer ticks only."""
+    from matplotlib.ticker import MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(integer=True))
+
+
 def _hist(ax, values: np.ndarray, title: str, xlabel: str, bins: int = 30) -> None:
     ax.set_title(title, fontsize=10)
     if values.size:
         ax.hist(values, bins=bins, color="#4472c4")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("clips")
+        _counts_axis(ax.yaxis)
     else:
         _no_data(ax, "data")
 
@@ -160,6 +193,7 @@ def plot_funnel(stages: list[dict], path: str) -> str:
                color="#c00000", label="failed")
         ax.set_xticks(x, names, rotation=30, ha="right")
         ax.set_ylabel("clips")
+        _counts_axis(ax.yaxis)
         ax.legend(fontsize=8)
     else:
         _no_data(ax, "OUT/stats.json")
@@ -175,6 +209,7 @@ def plot_classes(classes: list[tuple[str, int, float]], path: str, top: int = 30
         axes[0].barh(y, [c for _, c, _ in shown], color="#4472c4")
         axes[0].set_yticks(y, [lbl[:40] for lbl, _, _ in shown], fontsize=8)
         axes[0].set_xlabel("clips")
+        _counts_axis(axes[0].xaxis)
         axes[1].barh(y, [h for _, _, h in shown], color="#70ad47")
         axes[1].set_xlabel("hours")
     else:
@@ -225,27 +260,74 @@ def plot_distributions(rows: list[dict], plot_dir: str) -> dict[str, str]:
     return out
 
 
+def plot_filters(views: list[dict], path: str) -> str:
+    """Per filter: kept and dropped clips stacked, the threshold drawn where the stage has one."""
+    fig, axes = plt.subplots(1, max(1, len(views)), figsize=(3.6 * max(1, len(views)), 3), squeeze=False)
+    for ax, view in zip(axes[0], views):
+        values = [v for v in (view["kept"], view["dropped"])]
+        both = np.concatenate([np.asarray(v, float) for v in values])
+        bins = np.histogram_bin_edges(both, bins=20) if both.size and np.ptp(both) > 0 else 10
+        ax.hist(values, bins=bins, stacked=True, color=["#4472c4", "#ed7d31"],
+                label=[f"kept ({len(view['kept'])})", f"dropped ({len(view['dropped'])})"])
+        if view.get("threshold") is not None:
+            ax.axvline(view["threshold"], color="#c00000", lw=1.5, ls="--", label=f"threshold {view['threshold']:g}")
+        ax.set_title(f"{view['stage']}: {view['label']}", fontsize=10)
+        ax.set_xlabel(view["label"])
+        ax.set_ylabel("clips")
+        _counts_axis(ax.yaxis)
+        ax.legend(fontsize=7)
+    if not views:
+        _no_data(axes[0][0], "filter stage in this run")
+    return _save(fig, path)
+
+
+def plot_loss(history: list[dict], path: str) -> str:
+    """The U-Net's training loss per step, with a 10-step moving average."""
+    fig, ax = plt.subplots(figsize=(7, 3))
+    if history:
+        steps = np.array([h["step"] for h in history])
+        total = np.array([h["total"] for h in history], float)
+        ax.plot(steps, total, color="#4472c4", lw=0.7, alpha=0.5, label="loss per step")
+        k = min(len(total), 10)
+        ax.plot(steps[k - 1:], np.convolve(total, np.ones(k) / k, mode="valid"), color="#4472c4", lw=2,
+                label=f"{k}-step mean")
+        ax.set_yscale("log")
+        ax.set_xlabel("training step")
+        ax.set_ylabel("L1 loss (L-R spectrogram)")
+        _counts_axis(ax.xaxis)
+        ax.legend(fontsize=8)
+    else:
+        _no_data(ax, "U-Net training in this run")
+    ax.set_title("U-Net training loss", fontsize=10)
+    return _save(fig, path)
+
+
 def plot_clip(trace: dict, path: str) -> str:
     """ILD over time against the visual azimuth, and the left/right spectrograms, of one clip."""
     fig, axes = plt.subplots(3, 1, figsize=(8, 6.5), sharex=True)
     ax = axes[0]
-    ax.plot(trace["times"], trace["ild_db"], "o-", color="#4472c4", ms=3, label="ILD (0.5 s segments)")
+    ild_line, = ax.plot(trace["times"], trace["ild_db"], "o-", color="#4472c4", ms=3, label="ILD (0.5 s segments)")
     ax.axhline(0, color="grey", lw=0.5)
-    ax.set_ylabel("ILD (dB)")
+    ax.set_ylabel("ILD (dB, + = left louder)")
+    handles = [ild_line]
     if len(trace.get("traj_t", [])):
         twin = ax.twinx()
-        twin.plot(trace["traj_t"], trace["traj_az"], color="#c00000", lw=1.2, label="visual azimuth")
+        az_line, = twin.plot(trace["traj_t"], trace["traj_az"], color="#c00000", lw=1.2,
+                             label="picture's azimuth (trajectory)")
+        handles.append(az_line)
         twin.set_ylabel("azimuth (deg, + = left)", color="#c00000")
         lim = max(15.0, float(np.nanmax(np.abs(trace["traj_az"]))) if np.isfinite(trace["traj_az"]).any() else 60)
         twin.set_ylim(-lim * 1.1, lim * 1.1)
+    ax.legend(handles=handles, loc="upper right", fontsize=7)
     agree = trace.get("lateral_agree")
     ax.set_title(f"{trace['clip_id']} ({trace.get('label') or 'no label'}): lateral agreement "
                  f"{'-' if agree is None else f'{agree:.2f}'}", fontsize=10)
     extent = [0, trace["duration_s"], 0, SAMPLE_RATE / 2000]
     for ax, name, spec in ((axes[1], "left", trace["spec_l_db"]), (axes[2], "right", trace["spec_r_db"])):
-        ax.imshow(spec, origin="lower", aspect="auto", extent=extent, cmap="magma",
-                  vmin=float(np.max(spec)) - 80, vmax=float(np.max(spec)))
+        image = ax.imshow(spec, origin="lower", aspect="auto", extent=extent, cmap="magma",
+                          vmin=float(np.max(spec)) - 80, vmax=float(np.max(spec)))
         ax.set_ylabel(f"{name} ear (kHz)")
+        fig.colorbar(image, ax=ax, label="dB", pad=0.01)
     axes[2].set_xlabel("time (s)")
     return _save(fig, path)
 
@@ -275,6 +357,19 @@ def funnel_rows(stats: dict | None) -> list[dict]:
     return rows
 
 
+def split_rows(rows: list[dict], sizes: dict | None = None) -> list[tuple[str, int, str, int]]:
+    """(split, clips, hours, shards) per split: shard counts from shards/sizes.json when it exists."""
+    clips: Counter = Counter()
+    hours: Counter = Counter()
+    for row in rows:
+        split = str(row.get("split") or "train")
+        clips[split] += 1
+        samples = row.get("window_samples")
+        hours[split] += (float(samples) if isinstance(samples, (int, float)) else 0.0) / SAMPLE_RATE / 3600
+    shards = {k: int(v.get("shards") or 0) for k, v in (((sizes or {}).get("splits")) or {}).items()}
+    return [(s, clips[s], f"{hours[s]:.2f}", shards.get(s, 0)) for s in sorted(set(clips) | set(shards))]
+
+
 def class_rows(rows: list[dict]) -> list[tuple[str, int, float]]:
     counts: Counter = Counter()
     hours: Counter = Counter()
@@ -286,27 +381,23 @@ def class_rows(rows: list[dict]) -> list[tuple[str, int, float]]:
     return sorted(((lbl, counts[lbl], hours[lbl]) for lbl in counts), key=lambda t: (-t[1], t[0]))
 
 
-def _html_table(columns, rows, table_id: str = "") -> str:
-    ident = f' id="{table_id}"' if table_id else ""
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in r) + "</tr>" for r in rows)
-    return f"<table{ident}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def backend_banner(rows: list[dict], preflight: dict | None) -> str:
-    backend = quality_backend(rows, preflight)
-    why = ((preflight or {}).get("quality") or {}).get("why") or ""
-    if backend == "audiobox":
-        return "<p class='ok'><strong>Quality scores: Audiobox Aesthetics (audiobox backend).</strong></p>"
-    return (f"<p class='warn'><strong>QUALITY SCORES COME FROM THE '{html.escape(backend.upper())}' BACKEND, "
-            f"NOT FROM AUDIOBOX AESTHETICS.</strong> {html.escape(str(why))}</p>")
-
-
 CSS = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:0.9em}td,th{border:1px solid #bbb;padding:3px 7px}
 th{background:#eee}.warn{background:#ffd7d7;border:2px solid #c00000;padding:0.6em}
 .ok{background:#e2f0d9;border:1px solid #70ad47;padding:0.6em}img{max-width:100%}
-pre{background:#f4f4f4;padding:0.6em;overflow-x:auto;font-size:0.8em}"""
+pre{background:#f4f4f4;padding:0.6em;font-size:0.8em;white-space:pre-wrap;overflow-wrap:anywhere}
+.wide{overflow-x:auto;max-width:100%}.clip{display:flex;flex-wrap:wrap;gap:1em;align-items:flex-start;
+border-top:1px solid #ddd;padding-top:0.6em}.clip img{max-width:100%;flex:1 1 480px;min-width:0}
+.players{flex:0 1 300px;min-width:0}.players audio{width:100%}.meta{color:#555;font-size:0.9em}"""
+
+
+def _template(name: str):
+    """A Jinja2 template from output/templates (autoescaped: every value is text, never markup)."""
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
+                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    return env.get_template(name)
 
 
 def write_report(
@@ -319,8 +410,12 @@ def write_report(
     preflight: dict | None = None,
     traces: list[dict] | None = None,
     title: str = "Binaural dataset",
+    filters: list[dict] | None = None,
+    loss: list[dict] | None = None,
+    date: str = "",
+    sizes: dict | None = None,
 ) -> str:
-    """Render OUT/report/index.html (+ plots/*.png, table.json); returns the html path."""
+    """Render OUT/report/index.html (templates/report.html.j2, + plots/*.png, table.json); returns its path."""
     report_dir = os.path.join(out_dir, "report")
     plot_dir = os.path.join(report_dir, "plots")
     os.makedirs(plot_dir, exist_ok=True)
@@ -329,48 +424,28 @@ def write_report(
     images = {"funnel": plot_funnel(funnel, os.path.join(plot_dir, "funnel.png")),
               "classes": plot_classes(classes, os.path.join(plot_dir, "classes.png"))}
     images.update(plot_distributions(rows, plot_dir))
-    clip_images = [plot_clip(t, os.path.join(plot_dir, f"clip_{i}.png")) for i, t in enumerate(traces or [])]
+    images["filters"] = plot_filters(filters or [], os.path.join(plot_dir, "filters.png"))
+    images["loss"] = plot_loss(loss or [], os.path.join(plot_dir, "loss_curve.png"))
+    clips = [{"image": plot_clip(t, os.path.join(plot_dir, f"clip_{i}.png")), "clip_id": t["clip_id"],
+              "label": t.get("label") or "", "audio": t.get("audio") or {}} for i, t in enumerate(traces or [])]
+    from output.about import TOOL, tool_version
 
-    def img(name: str, alt: str) -> str:
-        return f"<p><img src='plots/{html.escape(name)}' alt='{html.escape(alt)}'></p>"
-
-    hours = sum(h for _, _, h in classes)
-    parts = [
-        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}: validation report</title>",
-        f"<style>{CSS}</style></head><body>",
-        f"<h1>{html.escape(title)}: validation report</h1>",
-        backend_banner(rows, preflight),
-        f"<p>{len(rows)} clips, {hours:.2f} hours, {len(classes)} classes.</p>",
-        "<h2>Summary (in the shape of SpatialV2A Table 2)</h2>",
-        _html_table(table.columns, table.rows, "table2"),
-        "<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in table.notes) + "</ul>",
-        "<h2>Funnel</h2>",
-        _html_table(("stage", "in", "kept", "dropped", "failed", "drop reasons", "wall (s)"),
-                    [(f["stage"], f["in"], f["kept"], f["dropped"], f["failed"],
-                      ", ".join(f"{k}: {v}" for k, v in sorted(f["reasons"].items())) or "-",
-                      "-" if f["wall_s"] is None else f"{float(f['wall_s']):.1f}") for f in funnel], "funnel")
-        if funnel else "<p>No OUT/stats.json: the funnel is unknown.</p>",
-        img(images["funnel"], "funnel"),
-        "<h2>Classes</h2>",
-        img(images["classes"], "per-class counts and hours"),
-        _html_table(("class", "clips", "hours"), [(c, n, f"{h:.3f}") for c, n, h in classes], "classes"),
-        "<h2>Distributions</h2>",
-        img(images["durations"], "durations"), img(images["silence"], "silent fraction"),
-        img(images["quality"], "quality scores"), img(images["spatial"], "spatial metrics"),
-        img(images["azimuth"], "azimuth"),
-        "<h2>ILD over time against the visual trajectory</h2>",
-        "".join(img(name, "clip trace") for name in clip_images) or "<p>No clips to show.</p>",
-        "<h2>Run</h2>",
-        "<h3>Stage preflight</h3><pre>" + html.escape(json.dumps(preflight or {}, indent=1, sort_keys=True,
-                                                                  default=str)) + "</pre>",
-        "<h3>Resolved configuration</h3><pre>" + html.escape(json.dumps(config or {}, indent=1, sort_keys=True,
-                                                                         default=str)) + "</pre>",
-        "</body></html>",
-    ]
+    page = _template("report.html.j2").render(
+        tool=TOOL, version=tool_version(), date=date or "unknown date", splits=split_rows(rows, sizes),
+        column_notes=COLUMN_NOTES, clips=clips,
+        has_shards=os.path.isdir(os.path.join(out_dir, "shards")),
+        title=title, css=CSS, backend=quality_backend(rows, preflight),
+        backend_why=str(((preflight or {}).get("quality") or {}).get("why") or ""),
+        n_clips=len(rows), hours=sum(h for _, _, h in classes), classes=classes,
+        summary=table, images=images,
+        funnel=[(f["stage"], f["in"], f["kept"], f["dropped"], f["failed"],
+                 ", ".join(f"{k}: {v}" for k, v in sorted(f["reasons"].items())) or "-",
+                 "-" if f["wall_s"] is None else f"{float(f['wall_s']):.1f}") for f in funnel],
+        class_table=[(c, n, f"{h:.3f}") for c, n, h in classes],
+        preflight_json=json.dumps(preflight or {}, indent=1, sort_keys=True, default=str),
+        config_json=json.dumps(config or {}, indent=1, sort_keys=True, default=str),
+    )
     path = os.path.join(report_dir, "index.html")
-    with open(path + ".tmp", "w", encoding="utf-8") as fh:
-        fh.write("\n".join(parts))
-    os.replace(path + ".tmp", path)
-    with open(os.path.join(report_dir, "table.json"), "w") as fh:
-        json.dump(table.to_dict(), fh, indent=1)
+    atomic_write_text(path, page)
+    atomic_write_text(os.path.join(report_dir, "table.json"), json.dumps(table.to_dict(), indent=1))
     return path

@@ -12,9 +12,9 @@ samples sorted by (split, key), mtime 0, uid/gid 0, empty user/group names, mode
 
 Resume at shard granularity: the assignment of samples to shards is planned *before* writing,
 from the sorted samples and their exact in-tar sizes, so a rerun makes the same plan. A shard is
-written to `name.tar.tmp` and renamed, then its parquet, then its stats.json; a rerun skips shards
+written to a `.tmp-*` name (manifests.io) and renamed, then its parquet, then its stats.json; a rerun skips shards
 whose stats.json lists the planned keys with the same fingerprints, rewrites the others, deletes
-leftover `.tmp` files and shards the plan no longer has (no duplicates, no numbering gaps).
+leftover `.tmp-*` files and shards the plan no longer has (no duplicates, no numbering gaps).
 """
 
 from __future__ import annotations
@@ -31,12 +31,14 @@ from typing import Callable, Iterable, Sequence, Union
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from manifests.io import atomic_path, atomic_write_bytes, is_temp
+
 GiB = 1 << 30
 BLOCK = tarfile.BLOCKSIZE
 RECORD = tarfile.RECORDSIZE
 TAR_FORMAT = tarfile.GNU_FORMAT
 SAFE_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
-SHARD_FILE = re.compile(r"^(?P<name>[A-Za-z0-9_-]+-\d{6})\.(tar|parquet|stats\.json)(\.tmp)?$")
+SHARD_FILE = re.compile(r"^(?P<name>[A-Za-z0-9_-]+-\d{6})\.(tar|parquet|stats\.json)$")
 
 Source = Union[bytes, str]  # member content in memory, or the path of a file holding it
 Members = Sequence[tuple[str, Source]]  # (suffix, source), e.g. ("flac", "/work/.../binaural.flac")
@@ -195,18 +197,12 @@ def plan_shards(
 
 
 def _atomic_write_bytes(path: str, data: bytes) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    atomic_write_bytes(path, data)
 
 
 def _atomic_parquet(path: str, table: pa.Table) -> None:
-    tmp = path + ".tmp"
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
 
 
 def _json_bytes(obj) -> bytes:
@@ -308,7 +304,7 @@ class ShardWriter:
         removed = []
         for fname in sorted(os.listdir(self.shard_dir)):
             match = SHARD_FILE.match(fname)
-            if fname.endswith(".tmp") or (match and match.group("name") not in planned):
+            if is_temp(fname) or (match and match.group("name") not in planned):
                 os.unlink(os.path.join(self.shard_dir, fname))
                 removed.append(fname)
         return removed
@@ -319,9 +315,8 @@ class ShardWriter:
             if os.path.exists(self._path(plan.name, ext)):
                 os.unlink(self._path(plan.name, ext))
         final = self._path(plan.name, "tar")
-        tmp = final + ".tmp"
         rows = []
-        with open(tmp, "wb") as fh:
+        with atomic_path(final) as tmp, open(tmp, "wb") as fh:
             with tarfile.open(fileobj=fh, mode="w", format=TAR_FORMAT, encoding="utf-8") as tar:
                 for done, (key, planned_size) in enumerate(zip(plan.keys, plan.sizes), start=1):
                     members = sorted_members(by_key[key].build())
@@ -345,7 +340,6 @@ class ShardWriter:
                         self.progress(plan.name, done, len(plan.keys))
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, final)
         nbytes = os.path.getsize(final)
         table = pa.table({
             "key": pa.array([r["key"] for r in rows], pa.string()),

@@ -1,13 +1,17 @@
-"""Command line: `python -m pipeline build|status|sample`. Every command has --help."""
+"""Command line: `binauralize build|status|sample` (or `python -m pipeline ...`). Every command has --help."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import re
 import sys
 
 import yaml
+
+from output.about import TOOL, tool_version
+from stages.base import closest
 
 EPILOG_BUILD = """
 examples:
@@ -22,11 +26,29 @@ the stages after it, never the ones before.
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, plus the closest valid name when a command or a choice is mistyped."""
+
+    def error(self, message: str):
+        found = re.search(r"invalid choice: '?([^'\s]*)'? \(choose from (.*)\)", message)
+        if found:
+            options = re.findall(r"'?([\w.-]+)'?", found.group(2))
+            message += closest(found.group(1), options)
+        super().error(message)
+
+
+def _prog() -> str:
+    """`binauralize` when started as the console command, `python -m pipeline` otherwise."""
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return "python -m pipeline" if not name or name.endswith(".py") or name == "-c" else name
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m pipeline",
+    parser = _Parser(
+        prog=_prog(),
         description="Build binaural audio-video datasets from mono-audio videos (BinauralVGGSound recipe).",
     )
+    parser.add_argument("--version", action="version", version=f"{TOOL} {tool_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     b = sub.add_parser(
@@ -52,10 +74,14 @@ def _parser() -> argparse.ArgumentParser:
                    help="also rerun chunks whose earlier run left failed clips (transient errors)")
     b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. stages.silence.max_silent_fraction=0.9 (repeatable)")
-    b.add_argument("--no-progress", action="store_true", help="no progress bars")
+    b.add_argument("--no-progress", action="store_true",
+                   help="no progress bars (bars are drawn only on a terminal; logs/build.log and non-terminal "
+                        "output get a progress line per stage every tenth of its work or minute instead)")
 
-    s = sub.add_parser("status", help="show which stages and chunks of a run folder are done",
-                       description="Stages and chunks done for the run folder's current settings, with counts.")
+    s = sub.add_parser("status", help="is a build running on a run folder, what is done and pending",
+                       description="Whether a build is running on the run folder now (pid, since when), the "
+                                   "chunks done and pending per stage for its current settings, with counts, "
+                                   "and whether the run is complete. Exit code 0 either way.")
     s.add_argument("--out", required=True, help="run folder")
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
@@ -80,6 +106,10 @@ def _overrides(pairs: list[str]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command != "build":  # a build configures its own logging, with the run's build.log
+        from pipeline.logs import configure
+
+        configure()
     if args.command == "sample":
         from samplegen import generate_sample
 
@@ -89,8 +119,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "status":
         from pipeline.status import format_status, run_status
 
+        from stages.base import ConfigError
+
         try:
             report = run_status(args.out)
+        except ConfigError as exc:
+            print(f"error: {args.out}/config.yaml does not load with this version of {TOOL}: {exc}", file=sys.stderr)
+            return 2
         except FileNotFoundError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
@@ -123,7 +158,7 @@ def _build(args) -> int:
         return 3
     print()
     print(format_funnel(stats))
-    print(f"\nrun folder: {os.path.abspath(args.out)}  (python -m pipeline status --out {args.out})")
+    print(f"\nrun folder: {os.path.abspath(args.out)}  ({_prog()} status --out {args.out})")
     for label, rel in (("report", "report/index.html"), ("dataset card", "README.md"), ("shards", "shards")):
         if os.path.exists(os.path.join(args.out, rel)):
             print(f"{label}: {os.path.join(os.path.abspath(args.out), rel)}")

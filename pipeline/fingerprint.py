@@ -1,6 +1,8 @@
 """Fingerprints decide what a rerun may skip.
 
-measure fingerprint  = stage name + code version + settings that change measurements
+measure fingerprint  = stage name + code version (its `version` and a digest of the source of its module
+                       and of the project modules it imports, pipeline/codeversion.py) + settings that
+                       change measurements + the run-level spatial settings it uses
                        + measure fingerprints of the stages whose work files it reads
 stage fingerprint    = measure fingerprint + decision settings + previous stage's fingerprint
 chunk marker         = stage fingerprint + the upstream chunk's marker (or the input chunk digest)
@@ -15,13 +17,16 @@ from __future__ import annotations
 import hashlib
 import json
 
+from binauralizer.constants import SAMPLE_RATE
+from pipeline.codeversion import code_digest
+
 
 def digest(obj) -> str:
     blob = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:20]
 
 
-def stage_fingerprints(stages: list, sample_rate: int, chunk_size: int, preflight: dict | None = None) -> tuple[dict, dict]:
+def stage_fingerprints(stages: list, chunk_size: int, preflight: dict | None = None) -> tuple[dict, dict]:
     """(measure_fp, stage_fp) per stage name, for stage instances in pipeline order.
 
     `preflight` holds what each stage resolved before the run (e.g. which quality backend or checkpoint
@@ -37,8 +42,10 @@ def stage_fingerprints(stages: list, sample_rate: int, chunk_size: int, prefligh
             {
                 "stage": stage.name,
                 "version": stage.version,
+                "code": code_digest(type(stage).__module__),
                 "settings": stage.measure_settings(),
-                "sample_rate": sample_rate,
+                "spatial": stage.spatial_settings(),
+                "sample_rate": SAMPLE_RATE,
                 "deps": deps,
                 "resolved": preflight.get(stage.name, {}),
             }

@@ -33,7 +33,8 @@ class RunLock:
             ) from None
         fh.seek(0)
         fh.truncate()
-        fh.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S")}))
+        fh.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "started_unix": round(time.time(), 3)}))
         fh.flush()
         self._fh = fh
         return self
@@ -43,3 +44,27 @@ class RunLock:
             fcntl.flock(self._fh.fileno(), fcntl.LOCK_UN)
             self._fh.close()
             self._fh = None
+
+
+def lock_holder(out: str) -> dict | None:
+    """The running build's {pid, host, started} when a build holds OUT/.lock, else None.
+
+    Probes with a shared, non-blocking flock released at once (a build starting in that instant
+    would be refused: the window is microseconds).
+    """
+    path = os.path.join(out, ".lock")
+    try:
+        fh = open(path)
+    except OSError:
+        return None
+    with fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                holder = json.loads(fh.read() or "{}")
+            except ValueError:
+                holder = {}
+            return holder if isinstance(holder, dict) else {}
+        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        return None

@@ -22,11 +22,13 @@ from manifests.io import atomic_write_bytes, atomic_write_json, chunk_name, read
 from manifests.readers import InputManifest, read_input
 from pipeline.config import Config, dump_config
 from pipeline.executors import StageSpec, make_executor
+from pipeline.executors.base import worker_id
 from pipeline.fingerprint import digest, row_key, stage_fingerprints
-from pipeline.funnel import stage_counts
+from pipeline import logs
+from pipeline.funnel import format_funnel, stage_counts
 from pipeline.lock import RunLock
 from stages import stage_class
-from stages.base import DROPPED, FAILED, KEPT, ConfigError, RunContext
+from stages.base import DROPPED, FAILED, KEPT, ConfigError, RunContext, closest
 
 log = logging.getLogger("pipeline")
 
@@ -67,9 +69,9 @@ class Runner:
         self.ctx = RunContext(
             out=self.out,
             media_root=os.path.abspath(request.media_root) if request.media_root else "",
-            sample_rate=self.config.run.sample_rate,
             seed=self.config.run.seed,
-            extra={"dataset": dataclasses.asdict(self.config.dataset)},
+            spatial=self.config.spatial,
+            extra={"dataset": dataclasses.asdict(self.config.dataset), "stage_params": dict(self.config.stage_params)},
         )
         self._executor = None
 
@@ -79,39 +81,65 @@ class Runner:
         names = self.config.run.stages
         for flag, value in (("--from", self.req.from_stage), ("--only", self.req.only)):
             if value is not None and value not in names:
-                raise ConfigError(f"{flag} {value}: not a stage of this run; stages: {names}")
+                raise ConfigError(f"{flag} {value}: not a stage of this run{closest(value, names)}; "
+                                  f"stages: {names}")
         preflight = self._preflight()
         self.ctx.extra["preflight"] = preflight  # workers use the driver's resolution, not their own
         manifest = read_input(self.req.input, self.ctx.media_root)
         plans = self._plan(names, preflight)
         os.makedirs(self.out, exist_ok=True)
         with RunLock(self.out):
-            self._setup_logging()
-            started = time.time()
-            log.info("build started: %d input rows, %d rejected, stages %s", len(manifest.rows), len(manifest.rejected), names)
-            chunks = self._write_run_header(manifest)
-            atomic_write_json(os.path.join(self.out, "preflight.json"), preflight)
+            self._bars = logs.bars_wanted(self.req.progress)
+            logs.configure(self.out, bars=self._bars)
             try:
-                for index, plan in enumerate(plans):
-                    if plan.selected:
-                        self._run_stage(plan, plans[index - 1] if index else None, chunks)
-                    elif not self._stage_complete(plan, plans[index - 1] if index else None, chunks):
-                        if any(p.selected for p in plans[index + 1 :]):
-                            raise ConfigError(
-                                f"stage {plan.name} is not complete for the current settings, so later "
-                                f"stages cannot run on it; rerun with --from {plan.name} (or without --only/--from)"
-                            )
-                        plan.state = "not run"
-                    else:
-                        plan.state = "done earlier"
+                with logs.bars_above_logs(self._bars):
+                    return self._build_locked(plans, manifest, preflight)
+            except Exception as exc:
+                log.error("build stopped: %s: %s", type(exc).__name__, exc)
+                raise
             finally:
-                if self._executor is not None:
-                    self._executor.close()
-            stats = self._write_stats(plans, manifest, preflight, time.time() - started)
-            for plan in plans:
-                if plan.selected or plan.state == "done earlier":
-                    plan.stage.finalize()
+                logs.close_build_log()
+
+    def _build_locked(self, plans: list[StagePlan], manifest: InputManifest, preflight: dict) -> dict:
+        started = time.time()
+        log.info("build started: %d input rows, %d rejected, stages %s, executor %s", len(manifest.rows),
+                 len(manifest.rejected), [p.name for p in plans], self.req.executor or self.config.executor.name)
+        chunks = self._write_run_header(manifest)
+        atomic_write_json(os.path.join(self.out, "preflight.json"), preflight)
+        try:
+            for index, plan in enumerate(plans):
+                counter = f"stage {index + 1} of {len(plans)}: {plan.name}"
+                if plan.selected:
+                    self._run_stage(plan, plans[index - 1] if index else None, chunks, counter)
+                elif not self._stage_complete(plan, plans[index - 1] if index else None, chunks):
+                    if any(p.selected for p in plans[index + 1 :]):
+                        raise ConfigError(
+                            f"stage {plan.name} is not complete for the current settings, so later "
+                            f"stages cannot run on it; rerun with --from {plan.name} (or without --only/--from)"
+                        )
+                    plan.state = "not run"
+                    log.info("%s not selected (not run)", counter)
+                else:
+                    plan.state = "done earlier"
+                    log.info("%s not selected (done earlier)", counter)
+        finally:
+            if self._executor is not None:
+                self._executor.close()
+        stats = self._write_stats(plans, manifest, preflight, time.time() - started)
+        self._publish(plans)
+        log.info("funnel:\n%s", format_funnel(stats), extra={"console": False})  # the CLI prints it itself
+        log.info("build finished in %s: %s", logs.duration(time.time() - started), funnel_line(stats))
         return stats
+
+    def _publish(self, plans: list[StagePlan]) -> None:
+        """The run-level step after the funnel: report and card, when validate is complete."""
+        validate = next((p for p in plans if p.name == "validate"), None)
+        if validate is not None and (validate.state == "done earlier" or validate.state.startswith("ran")):
+            from output.publish import publish
+
+            started = time.time()
+            publish(self.out)
+            log.info("report and card written in %.1f s", time.time() - started)
 
     # ------------------------------------------------------------------------------------------
     def _preflight(self) -> dict:
@@ -120,28 +148,20 @@ class Runner:
         for name in self.config.run.stages:
             cls = stage_class(name)
             if hasattr(cls, "preflight"):
-                result = cls.preflight(self.config.stage_params[name])
+                result = cls.preflight(self.config.stage_params[name], self.config.spatial, dict(info))
                 if result:
                     info[name] = result
         return info
 
     def _plan(self, names: list[str], preflight: dict) -> list[StagePlan]:
         stages = [stage_class(n)(self.config.stage_params[n], self.ctx) for n in names]
-        measure_fp, stage_fp = stage_fingerprints(stages, self.config.run.sample_rate, self.config.run.chunk_size, preflight)
+        measure_fp, stage_fp = stage_fingerprints(stages, self.config.run.chunk_size, preflight)
         first = names.index(self.req.from_stage) if self.req.from_stage else 0
         plans = []
         for i, (name, stage) in enumerate(zip(names, stages)):
             selected = (name == self.req.only) if self.req.only else i >= first
             plans.append(StagePlan(name, stage, stage.kind, stage_fp[name], measure_fp[name], selected))
         return plans
-
-    def _setup_logging(self) -> None:
-        os.makedirs(os.path.join(self.out, "logs"), exist_ok=True)
-        handler = logging.FileHandler(os.path.join(self.out, "logs", "build.log"))
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        log.handlers = [handler]
-        log.setLevel(logging.INFO)
-        log.propagate = False
 
     def _write_run_header(self, manifest: InputManifest) -> list[list[dict]]:
         size = self.config.run.chunk_size
@@ -195,7 +215,7 @@ class Runner:
         expected = self._expected(plan, self._entries(previous, chunks))
         return all((read_marker(self._marker_path(plan.name, k)) or {}).get("fingerprint") == e for k, e in enumerate(expected))
 
-    def _run_stage(self, plan: StagePlan, previous: StagePlan | None, chunks: list[list[dict]]) -> None:
+    def _run_stage(self, plan: StagePlan, previous: StagePlan | None, chunks: list[list[dict]], counter: str) -> None:
         started = time.time()
         entries = self._entries(previous, chunks)
         expected = self._expected(plan, entries)
@@ -209,15 +229,18 @@ class Runner:
                 pending[k] = (rows, expected[k])
         if not pending:
             plan.state = "done earlier"
+            log.info("%s done earlier (all %d chunks match the settings)", counter, len(chunks))
             return
-        log.info("stage %s: %d of %d chunks to run", plan.name, len(pending), len(chunks))
+        log.info("%s (%s): %d of %d chunks to run, %d clips", counter, plan.kind, len(pending), len(chunks),
+                 sum(len(rows) for rows, _ in pending.values()))
         if plan.kind == "global":
             self._run_global(plan, {k: (rows, expected[k]) for k, (rows, _) in enumerate(entries)})
         else:
             self._run_clipwise(plan, pending)
         plan.wall_s = time.time() - started
         plan.state = f"ran {len(pending)}/{len(chunks)} chunks, measured {plan.measured}"
-        log.info("stage %s done in %.1f s", plan.name, plan.wall_s)
+        rate = f", {plan.measured / plan.wall_s:.3g} clips/s" if plan.measured and plan.wall_s > 0 and plan.kind != "global" else ""
+        log.info("%s done in %s: measured %d clips%s", counter, logs.duration(plan.wall_s), plan.measured, rate)
 
     def _run_clipwise(self, plan: StagePlan, pending: dict) -> None:
         cached = {k: ({} if self.req.force else self._load_cache(plan, k)) for k in pending}
@@ -234,7 +257,7 @@ class Runner:
             return
         batches, where = self._batches(plan, work)
         spec = StageSpec(plan.name, plan.stage.params, self.ctx)
-        bar = _progress(len(work), plan.name, self.req.progress)
+        bar = logs.Progress(log, plan.name, len(work), "clip", bar=self._bars)
         try:
             for index, measured in self._executor_for().map_batches(spec, plan.kind, batches):
                 for (k, i), m in zip(where[index], measured):
@@ -269,10 +292,22 @@ class Runner:
         """Global stages see every kept row at once (training, validation, sharding)."""
         flat = [r for k in sorted(entries) for r in entries[k][0]]
         plan.stage.setup()
-        bar = _progress(len(flat), plan.name, self.req.progress)
-        measured = plan.stage.run_global(flat)
-        bar.update(len(flat))
-        bar.close()
+        bar = None
+
+        def progress(done: int, total: int, unit: str = "clip", **values) -> None:
+            """A global stage reports in its own unit (train_unet: training steps with the loss)."""
+            nonlocal bar
+            if bar is None:
+                bar = logs.Progress(log, plan.name, total, unit, bar=self._bars, resumed=True)
+            bar.update_to(done, total, **values)
+
+        plan.stage.progress = progress
+        try:
+            measured = plan.stage.run_global(flat)
+        finally:
+            plan.stage.progress = None
+            if bar is not None:
+                bar.close()
         plan.measured = len(flat)
         position = 0
         for k in sorted(entries):
@@ -283,9 +318,11 @@ class Runner:
     def _finish_chunk(self, plan: StagePlan, k: int, entry, measurements, cache: bool = True) -> None:
         rows, expected = entry
         stage = plan.stage
-        out_rows, good = [], []
+        out_rows, good, workers = [], [], set()
         for row, m in zip(rows, measurements):
-            m = m or {}
+            m = dict(m or {})
+            if "_worker" in m:
+                workers.add(m.pop("_worker"))
             if "_error" in m:
                 out_rows.append({**row, "status": FAILED, "reason": str(m["_error"])})
                 continue
@@ -302,7 +339,10 @@ class Runner:
             table = pa.table({"key": pa.array(keys, pa.string()), "m": pa.array([json.dumps(g, default=_jsonable) for g in good], pa.string())})
             write_table(self._cache_path(plan, k), table)
         counts = {s: sum(1 for r in out_rows if r["status"] == s) for s in (KEPT, DROPPED, FAILED)}
-        atomic_write_json(self._marker_path(plan.name, k), {"fingerprint": expected, **counts})
+        marker = {"fingerprint": expected, **counts}
+        if workers:  # host:pid of the processes that measured this chunk (auditing a cluster run)
+            marker["workers"] = sorted(workers)
+        atomic_write_json(self._marker_path(plan.name, k), marker)
 
     def _load_cache(self, plan: StagePlan, k: int) -> dict:
         path = self._cache_path(plan, k)
@@ -344,6 +384,7 @@ class Runner:
             "stages": {},
             "preflight": preflight,
             "executor": self.req.executor or self.config.executor.name,
+            "driver": worker_id(),
             "wall_s": round(wall, 3),
         }
         for plan in plans:
@@ -367,20 +408,15 @@ def _jsonable(value):
     return str(value)
 
 
-class _NoBar:
-    def update(self, n):
-        pass
-
-    def close(self):
-        pass
-
-
-def _progress(total: int, name: str, enabled: bool):
-    if not enabled:
-        return _NoBar()
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=f"{name:<10}", unit="clip", dynamic_ncols=True, leave=True)
+def funnel_line(stats: dict) -> str:
+    """The funnel in one line: clips in, kept at the end, dropped and failed over all stages."""
+    stages = list((stats.get("stages") or {}).values())
+    inputs = stats.get("input") or {}
+    dropped = sum(sum(s["dropped"].values()) for s in stages)
+    failed = sum(sum(s["failed"].values()) for s in stages) + int(inputs.get("rejected") or 0)
+    kept = stages[-1]["kept"] if stages else 0
+    return (f"{int(inputs.get('rows') or 0) + int(inputs.get('rejected') or 0)} clips in, {kept} kept, "
+            f"{dropped} dropped, {failed} failed")
 
 
 def build(request: BuildRequest) -> dict:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import csv
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -29,6 +30,8 @@ from typing import Iterator
 
 import numpy as np
 from scipy import ndimage, signal
+
+from manifests.io import atomic_path, atomic_write_text
 
 WIDTH, HEIGHT, FPS = 320, 240, 24
 FOV_H_DEG, FOV_V_DEG = 120.0, 90.0
@@ -294,21 +297,20 @@ def encode(out_path: str, frames: Iterator[np.ndarray], audio: np.ndarray | None
         args += ["-c:a", "aac", "-b:a", bitrate]
     args += ["-threads", "1", "-map_metadata", "-1", "-fflags", "+bitexact", "-flags:v", "+bitexact",
              "-flags:a", "+bitexact", "-f", spec.container]
-    part = out_path + ".part"
-    args.append(part)
-    with tempfile.TemporaryFile(dir=tmp) as err:
-        proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err)
-        try:
-            for frame in frames:
-                proc.stdin.write(frame.tobytes())
-            proc.stdin.close()
-        except BrokenPipeError:
-            pass
-        rc = proc.wait()
-        if rc != 0:
-            err.seek(0)
-            raise RuntimeError(f"ffmpeg failed for {out_path}: {err.read().decode(errors='replace')[-2000:]}")
-    os.replace(part, out_path)
+    with atomic_path(out_path) as part:
+        args.append(part)
+        with tempfile.TemporaryFile(dir=tmp) as err:
+            proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err)
+            try:
+                for frame in frames:
+                    proc.stdin.write(frame.tobytes())
+                proc.stdin.close()
+            except BrokenPipeError:
+                pass
+            rc = proc.wait()
+            if rc != 0:
+                err.seek(0)
+                raise RuntimeError(f"ffmpeg failed for {out_path}: {err.read().decode(errors='replace')[-2000:]}")
 
 
 # --- one clip ---------------------------------------------------------------------------------
@@ -393,21 +395,16 @@ def youtube_like_id(seed: int, clip_id: str) -> str:
 
 
 def _write_csv(path: str, rows: list[list], header: list[str] | None = None) -> None:
-    tmp = path + ".part"
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh, lineterminator="\n")
-        if header:
-            writer.writerow(header)
-        writer.writerows(rows)
-    os.replace(tmp, path)
+    buf = io.StringIO(newline="")
+    writer = csv.writer(buf, lineterminator="\n")
+    if header:
+        writer.writerow(header)
+    writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
 
 
 def _write_json(path: str, obj: dict) -> None:
-    tmp = path + ".part"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(obj, fh, indent=1)
-        fh.write("\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, indent=1) + "\n")
 
 
 def generate_sample(out_dir: str, clips: int = 24, seed: int = 0) -> dict:

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Create .venv with the pinned dependencies and make sure ffmpeg is present.
+# `--test` also makes sure Debian's chromium is present: the report's browser test opens it headless.
 # Idempotent: reruns only reinstall when pyproject.toml changed (stamp file .venv/.installed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +14,18 @@ if ! command -v ffmpeg >/dev/null 2>&1 || ! command -v ffprobe >/dev/null 2>&1; 
     echo "error: ffmpeg/ffprobe not found. Install them first, e.g. 'sudo apt-get install -y ffmpeg'" >&2
     echo "       (Debian/Ubuntu; it also brings the MIT KEMAR HRIR set via libmysofa1), then rerun." >&2
     exit 1
+  fi
+fi
+
+if [ "${1:-}" = "--test" ] && ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo ">> chromium missing (the report's browser test needs it): installing it with apt-get"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "error: chromium not found; the tests open the HTML report in headless Chromium. Install it first," >&2
+    echo "       e.g. 'sudo apt-get install -y chromium' (Debian/Ubuntu), or set CHROMIUM=/path/to/chrome, then rerun." >&2
+    [ -n "${CHROMIUM:-}" ] || exit 1
   fi
 fi
 

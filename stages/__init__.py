@@ -15,10 +15,10 @@ REGISTRY: dict[str, str] = {
     "silence": "stages.silence:SilenceStage",
     "quality": "stages.quality:QualityStage",
     "localize": "stages.localize:LocalizeStage",
-    "render": "stages.render:RenderStage",
     "train_unet": "stages.train_unet:TrainUNetStage",
     "convert": "stages.convert:ConvertStage",
     "validate": "stages.validate:ValidateStage",
+    "package": "stages.package:PackageStage",
     "shard": "stages.shard:ShardStage",
 }
 # Plug-in stages: BINAURALIZE_EXTRA_STAGES="name=package.module:Class,..." appends stages after the

@@ -9,9 +9,15 @@ Splitting the two is what lets `--only silence` with a new threshold re-decide w
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import logging
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
+
+from pydantic import ConfigDict, ValidationError
+from pydantic.dataclasses import dataclass as _pydantic_dataclass
+
+from binauralizer.constants import SAMPLE_RATE
 
 log = logging.getLogger("pipeline.stages")
 
@@ -36,12 +42,101 @@ class ConfigError(ValueError):
     """Malformed configuration: raised before any work starts."""
 
 
-@dataclass
+# Settings are pydantic models (in dataclass form, so dataclasses.asdict / fields keep working):
+# strict types (no "yes" for a bool, no string for a number) and no unknown keys.
+SETTINGS_CONFIG = ConfigDict(extra="forbid", strict=True)
+
+
+def settings(cls):
+    """Decorator for a settings class (a stage's Params, a run-level section): a pydantic model."""
+    return _pydantic_dataclass(cls, config=SETTINGS_CONFIG)
+
+
+def closest(name: str, known) -> str:
+    """' (did you mean X?)' for a near miss among `known`, else ''."""
+    match = difflib.get_close_matches(str(name), [str(k) for k in known], n=1, cutoff=0.6)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def config_error(exc: ValidationError, where: str, known) -> ConfigError:
+    """A pydantic error as a ConfigError naming the YAML path of each problem."""
+    problems = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err.get("loc", ()))
+        path = f"{where}.{key}" if key else where
+        if err.get("type") in ("unexpected_keyword_argument", "extra_forbidden"):
+            problems.append(f"{path}: unknown setting{closest(key, known)}; known: {sorted(known)}")
+        else:
+            value = err.get("input")
+            problems.append(f"{path}: {err.get('msg', 'invalid')}, got {type(value).__name__} {value!r}")
+    return ConfigError("; ".join(problems))
+
+
+def build_settings(cls, section, where: str):
+    """Settings from a YAML mapping: ConfigError naming `where.<key>` for any problem."""
+    if section is None:
+        section = {}
+    if not isinstance(section, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(section).__name__}")
+    known = [f.name for f in dataclasses.fields(cls)]
+    try:
+        return cls(**section)
+    except ValidationError as exc:
+        raise config_error(exc, where, known) from None
+    except TypeError as exc:  # e.g. a non-string key
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+@settings
 class Params:
-    """Base for a stage's settings. Subclass as a dataclass; fields are the YAML keys."""
+    """Base for a stage's settings. Subclass with @settings; fields are the YAML keys."""
 
     def validate(self) -> None:  # override to check ranges; raise ConfigError naming the key
         return None
+
+
+HRIR_SETS = ("kemar", "sonicom-1", "sonicom-2")
+DECODERS = ("lsq", "sampling", "magls")
+
+
+def hrir_preflight(hrir: str) -> dict:
+    """Load the run's HRIR set once before any work: a ConfigError naming spatial.hrir when it cannot."""
+    from binauralizer.hrir import load_hrirs, resolve_sofa
+
+    try:
+        hrirs = load_hrirs(hrir)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"spatial.hrir {hrir!r}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - an unreadable SOFA file is a configuration problem
+        raise ConfigError(f"spatial.hrir {hrir!r}: cannot read the HRIR set ({type(exc).__name__}: {exc}); "
+                          "point it to a SimpleFreeFieldHRIR .sofa file") from None
+    return {"hrir": str(resolve_sofa(hrir)), "directions": int(len(hrirs.az_deg)), "source_fs": hrirs.source_fs}
+
+
+@settings
+class Spatial:
+    """The run-level `spatial:` section: the listener and the camera every spatial stage shares.
+
+    localize maps picture x to azimuth through the field of view, train_unet's pseudo pairs map
+    canvas positions the same way and render through the HRIRs, SH order and decoder, convert
+    renders (modes direct / sh) through the same set, and the report and card quote it.
+    """
+
+    hrir: str = "kemar"  # kemar (MIT KEMAR, Debian libmysofa1) | sonicom-1 | sonicom-2 | a .sofa path
+    fov_deg: float = 120.0  # camera horizontal field of view: az = (W/2 - cx) / W * fov (PseudoBinaural's +-60)
+    vfov_deg: float = 90.0  # vertical field of view: el = (H/2 - cy) / H * vfov
+    sh_order: int = 1  # spherical-harmonic order of the pseudo-binaural rendering
+    decoder: str = "lsq"  # lsq (the paper's) | sampling (PseudoBinaural's code) | magls
+
+    def validate(self) -> None:
+        if not self.hrir.strip():
+            raise ConfigError(f"spatial.hrir: give a set name {HRIR_SETS} or a .sofa path")
+        if not 0 < self.fov_deg <= 360 or not 0 < self.vfov_deg <= 180:
+            raise ConfigError("spatial: fov_deg must be in (0, 360] and vfov_deg in (0, 180]")
+        if not 1 <= self.sh_order <= 10:
+            raise ConfigError(f"spatial.sh_order: expected an integer in 1..10, got {self.sh_order!r}")
+        if self.decoder not in DECODERS:
+            raise ConfigError(f"spatial.decoder: expected one of {DECODERS}, got {self.decoder!r}{closest(self.decoder, DECODERS)}")
 
 
 class Stage:
@@ -55,6 +150,7 @@ class Stage:
       data_deps      -- stages whose *work files* this stage reads (their measure fingerprints
                         key this stage's measurement cache)
       reads, writes  -- manifest columns consumed and produced (documentation + checks)
+      spatial_keys   -- the run-level `spatial:` settings it uses (part of its fingerprint)
       kind           -- "task" (CPU, a chunk per Ray task), "actor" (model loaded once per
                         actor, batches across chunks) or "global" (sees all kept rows at once)
     """
@@ -66,7 +162,10 @@ class Stage:
     data_deps: ClassVar[tuple[str, ...]] = ()
     reads: ClassVar[tuple[str, ...]] = ()
     writes: ClassVar[tuple[str, ...]] = ()
+    spatial_keys: ClassVar[tuple[str, ...]] = ()
     kind: ClassVar[str] = "task"
+    # Set by the runner while a global stage runs: progress(done, total, unit, **values), e.g. training steps.
+    progress: Any = None
 
     def __init__(self, params: Params, ctx: "RunContext"):
         self.params = params
@@ -122,28 +221,19 @@ class Stage:
         """For kind == "global": all kept rows in, one measurement dict per row out."""
         raise NotImplementedError
 
-    def finalize(self) -> None:
-        """Called after the run's stats.json (the funnel) is written: reports that quote it."""
 
     # -- helpers ------------------------------------------------------------------------------
     @classmethod
     def params_from(cls, section: dict | None) -> Params:
-        """Build and validate Params from a YAML section; unknown keys are errors."""
-        section = dict(section or {})
-        known = {f.name for f in dataclasses.fields(cls.Params)}
-        unknown = sorted(set(section) - known)
-        if unknown:
-            raise ConfigError(
-                f"stages.{cls.name}: unknown setting(s) {unknown}; known: {sorted(known)}"
-            )
-        try:
-            params = cls.Params(**section)
-        except TypeError as exc:  # pragma: no cover - dataclass signature errors
-            raise ConfigError(f"stages.{cls.name}: {exc}") from exc
-        _check_types(cls.name, params)
+        """Build and validate Params from a YAML section: errors name `stages.<stage>.<key>`."""
+        params = build_settings(cls.Params, section, f"stages.{cls.name}")
         _check_resources(cls.name, params)
         params.validate()
         return params
+
+    def spatial_settings(self) -> dict[str, Any]:
+        """The run-level spatial settings this stage uses (fingerprinted with its measurements)."""
+        return {k: getattr(self.ctx.spatial, k) for k in self.spatial_keys}
 
     def measure_settings(self) -> dict[str, Any]:
         """The settings that change measurements: all but decision keys and resources."""
@@ -156,29 +246,7 @@ class Stage:
 
 
 # Settings that change where/how fast a stage runs, never its results: excluded from fingerprints.
-RESOURCE_KEYS = {"num_cpus", "num_gpus", "batch_size", "num_actors", "num_workers"}
-
-
-def _check_types(stage: str, params: Params) -> None:
-    """Reject obviously wrong YAML types (a string where a number belongs) before any work."""
-    for f in dataclasses.fields(params):
-        value = getattr(params, f.name)
-        default = f.default if f.default is not dataclasses.MISSING else None
-        if default is None or value is None:
-            continue
-        if isinstance(default, bool):
-            ok = isinstance(value, bool)
-        elif isinstance(default, (int, float)):
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        elif isinstance(default, str):
-            ok = isinstance(value, str)
-        else:
-            ok = True
-        if not ok:
-            raise ConfigError(
-                f"stages.{stage}.{f.name}: expected {type(default).__name__}, "
-                f"got {type(value).__name__} {value!r}"
-            )
+RESOURCE_KEYS = {"num_cpus", "num_gpus", "batch_size", "num_actors", "num_workers", "ddp_workers"}
 
 
 def _check_resources(stage: str, params: Params) -> None:
@@ -196,9 +264,14 @@ class RunContext:
 
     out: str
     media_root: str = ""
-    sample_rate: int = 16000
     seed: int = 0
+    spatial: Spatial = field(default_factory=Spatial)
     extra: dict = field(default_factory=dict)
+
+    @property
+    def sample_rate(self) -> int:
+        """The one pipeline rate (binauralizer.constants.SAMPLE_RATE): not a setting."""
+        return SAMPLE_RATE
 
     @property
     def work(self) -> str:

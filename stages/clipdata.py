@@ -14,29 +14,19 @@ padded_samples (zeros appended when a clip was within tolerance of the window le
 from __future__ import annotations
 
 import os
-import tempfile
 
 import numpy as np
 
+from manifests import artifacts as A
+from manifests.io import atomic_save_npy
 from stages.base import RunContext, StageError
+
+__all__ = ["atomic_save_npy", "ingest_dir", "load_audio", "load_frames", "save_frames", "has_media",
+           "artifact", "read_artifact"]
 
 
 def ingest_dir(ctx: RunContext, source_id: str) -> str:
-    return os.path.join(ctx.work, "ingest", source_id)
-
-
-def atomic_save_npy(path: str, array: np.ndarray) -> None:
-    """Write through a temp file + rename so a kill never leaves a half-written array."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, array, allow_pickle=False)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    return A.resolve(ctx.out, A.ingest_dir(source_id))
 
 
 def _load(path: str, mmap: bool = True) -> np.ndarray:
@@ -47,7 +37,7 @@ def _load(path: str, mmap: bool = True) -> np.ndarray:
 
 def load_audio(ctx: RunContext, row: dict) -> np.ndarray:
     """The clip's audio window: float32 mono at ctx.sample_rate, exactly `window_samples` long."""
-    audio = _load(os.path.join(ingest_dir(ctx, row.get("source_id") or row["clip_id"]), "audio.npy"))
+    audio = _load(os.path.join(ingest_dir(ctx, row.get("source_id") or row["clip_id"]), A.AUDIO))
     start = int(row.get("window_start") or 0)
     n = row.get("window_samples")
     n = int(n) if n is not None and n == n else audio.shape[0] - start
@@ -61,27 +51,27 @@ def save_frames(folder: str, frames) -> None:
     """Store frames: a uint8 (T, H, W, 3) array as raw `frames.npy`, or a list of JPEG byte strings
     (encoded by ffmpeg at decode time) as `frames_jpeg.npy` + `frames_index.npy`, the index last."""
     if isinstance(frames, np.ndarray):
-        atomic_save_npy(os.path.join(folder, "frames.npy"), frames)
+        atomic_save_npy(os.path.join(folder, A.FRAMES_RAW), frames)
         return
     offsets = np.cumsum([0] + [len(b) for b in frames]).astype(np.int64)
     data = np.frombuffer(b"".join(frames), np.uint8)
-    atomic_save_npy(os.path.join(folder, "frames_jpeg.npy"), data)
-    atomic_save_npy(os.path.join(folder, "frames_index.npy"), offsets)
+    atomic_save_npy(os.path.join(folder, A.FRAMES_JPEG), data)
+    atomic_save_npy(os.path.join(folder, A.FRAMES_INDEX), offsets)
 
 
 def has_media(ctx: RunContext, source_id: str) -> bool:
     """True when ingest left both the audio and the frames of this source."""
     folder = ingest_dir(ctx, source_id)
-    frames = os.path.exists(os.path.join(folder, "frames.npy")) or os.path.exists(os.path.join(folder, "frames_index.npy"))
-    return frames and os.path.exists(os.path.join(folder, "audio.npy"))
+    frames = os.path.exists(os.path.join(folder, A.FRAMES_RAW)) or os.path.exists(os.path.join(folder, A.FRAMES_INDEX))
+    return frames and os.path.exists(os.path.join(folder, A.AUDIO))
 
 
 class _JpegFrames:
     """Lazy frame sequence: slicing decodes only the frames asked for."""
 
     def __init__(self, folder: str):
-        self.data = _load(os.path.join(folder, "frames_jpeg.npy"))
-        self.offsets = _load(os.path.join(folder, "frames_index.npy"), mmap=False)
+        self.data = _load(os.path.join(folder, A.FRAMES_JPEG))
+        self.offsets = _load(os.path.join(folder, A.FRAMES_INDEX), mmap=False)
         self.shape = (len(self.offsets) - 1,)
 
     def __getitem__(self, item: slice) -> np.ndarray:
@@ -98,9 +88,9 @@ class _JpegFrames:
 
 def _frames(ctx: RunContext, source_id: str):
     folder = ingest_dir(ctx, source_id)
-    if os.path.exists(os.path.join(folder, "frames_index.npy")):
+    if os.path.exists(os.path.join(folder, A.FRAMES_INDEX)):
         return _JpegFrames(folder)
-    return _load(os.path.join(folder, "frames.npy"))
+    return _load(os.path.join(folder, A.FRAMES_RAW))
 
 
 def load_frames(ctx: RunContext, row: dict) -> np.ndarray:
@@ -119,15 +109,23 @@ def load_frames(ctx: RunContext, row: dict) -> np.ndarray:
     return out
 
 
-def clip_work_path(ctx: RunContext, stage: str, clip_id: str, name: str) -> str:
-    """Path of a per-clip artefact a stage writes, e.g. work/localize/<clip>/traj.npy."""
-    return os.path.join(ctx.work_dir(stage, clip_id), name)
+def artifact(ctx: RunContext, row: dict, column: str, producer: str) -> str:
+    """Absolute path of the artefact the row points at in `column`; a readable error naming the
+    stage to rerun when the row has none or the file is gone."""
+    path = A.row_file(ctx.out, row, column)
+    if path is None:
+        raise StageError(f"no {column} in the row: run {producer} first")
+    if not os.path.exists(path):
+        raise StageError(f"missing {path}: rerun {producer}")
+    return path
 
 
-def binaural_file(ctx: RunContext, row: dict) -> str:
-    """Where a row's binaural audio lives: its binaural_path (relative to the run folder) when set
-    (render, convert), else the legacy work/convert/<clip_id>/binaural.npy."""
-    rel = row.get("binaural_path")
-    if isinstance(rel, str) and rel.strip():
-        return os.path.join(ctx.out, rel)
-    return os.path.join(ctx.work, "convert", str(row["clip_id"]), "binaural.npy")
+def read_artifact(ctx: RunContext, row: dict, column: str, width: int | None = None) -> np.ndarray | None:
+    """The (T, width) array a row points at in `column` (e.g. traj_path), None when it has none."""
+    path = A.row_file(ctx.out, row, column)
+    if path is None or not os.path.exists(path):
+        return None
+    array = np.load(path, allow_pickle=False)
+    if width is not None and (array.ndim != 2 or array.shape[1] != width):
+        raise StageError(f"{os.path.basename(path)} has shape {tuple(array.shape)}, expected (T, {width})")
+    return array

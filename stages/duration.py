@@ -9,12 +9,11 @@ and `padded_samples` says by how much.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
-from stages.base import DROPPED, KEPT, ConfigError, Params, Stage
+from stages.base import settings, DROPPED, KEPT, ConfigError, Params, Stage
 
 
-@dataclass
+@settings
 class DurationParams(Params):
     min_seconds: float = 10.0
     window_seconds: float = 10.0

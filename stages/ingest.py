@@ -8,16 +8,16 @@ decoding again. A clip that cannot be read becomes a failed row saying why.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
-from stages.base import ConfigError, Params, Stage, StageError
+from stages.base import settings, ConfigError, Params, Stage, StageError
+from manifests import artifacts as A
 from stages.clipdata import atomic_save_npy, ingest_dir, save_frames
 from stages.media import (
     decode_audio, decode_frames, decode_frames_jpeg, frame_size, local_media, probe, summarize_probe,
 )
 
 
-@dataclass
+@settings
 class IngestParams(Params):
     fps: float = 8.0
     short_side: int = 224
@@ -83,7 +83,7 @@ class IngestStage(Stage):
                 if p.require_video and len(frames) == 0:
                     raise StageError("video stream decodes to zero frames")
         folder = ingest_dir(self.ctx, row["clip_id"])
-        atomic_save_npy(os.path.join(folder, "audio.npy"), audio)
+        atomic_save_npy(os.path.join(folder, A.AUDIO), audio)
         if frames is not None:
             save_frames(folder, frames)
         info.pop("container_duration_s", None)

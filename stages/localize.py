@@ -17,24 +17,23 @@ Methods (binauralizer.localize): `motion` (default: weight-free, best on the bun
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import numpy as np
 
-from stages.base import ConfigError, Params, Stage, StageError
-from stages.clipdata import atomic_save_npy, clip_work_path, load_audio, load_frames
+from stages.base import settings, ConfigError, Params, Stage, StageError
+from manifests import artifacts as A
+from manifests.io import atomic_save_npy
+from stages.clipdata import load_audio, load_frames
 
 log = logging.getLogger(__name__)
 
 METHODS = ("motion", "semantic", "semantic+motion", "fusion-add", "fusion-max", "motion-centroid", "learned")
 
 
-@dataclass
+@settings
 class LocalizeParams(Params):
     method: str = "motion"
     checkpoint: str | None = None  # for method "learned": TorchScript or {"arch", "state_dict"} file
-    fov_deg: float = 120.0  # camera horizontal field of view: az = (W/2 - cx) / W * fov
-    vfov_deg: float = 90.0
     grid: int = 56  # motion localiser: cells along the frame's short side
     smoothing: float = 1.0  # trajectory Gaussian smoothing (frames); 0 = off
     distance_m: float = 1.0  # constant source distance (heatmaps carry no depth)
@@ -48,8 +47,6 @@ class LocalizeParams(Params):
             raise ConfigError(f"stages.localize.method: expected one of {METHODS}, got {self.method!r}")
         if self.method == "learned" and not self.checkpoint:
             raise ConfigError("stages.localize.checkpoint: method 'learned' needs a local checkpoint path")
-        if not 0 < self.fov_deg <= 360 or not 0 < self.vfov_deg <= 180:
-            raise ConfigError("stages.localize: fov_deg must be in (0, 360] and vfov_deg in (0, 180]")
         if isinstance(self.grid, bool) or not isinstance(self.grid, int) or self.grid < 4:
             raise ConfigError(f"stages.localize.grid: expected an integer >= 4, got {self.grid!r}")
         if self.smoothing < 0 or self.distance_m <= 0 or not 0 <= self.full_confidence <= 1:
@@ -62,12 +59,13 @@ class LocalizeStage(Stage):
     Params = LocalizeParams
     kind = "actor"
     data_deps = ("ingest", "duration")
+    spatial_keys = ("fov_deg", "vfov_deg")  # picture position -> direction
     reads = ("clip_id", "source_id", "window_start", "window_samples", "frame_fps")
     writes = ("loc_method", "az_mean_deg", "az_start_deg", "az_end_deg", "el_mean_deg", "loc_confidence",
-              "loc_centre_pull")
+              "loc_centre_pull", *A.PATH_COLUMNS["localize"])
 
     @classmethod
-    def preflight(cls, params: LocalizeParams) -> dict:
+    def preflight(cls, params: LocalizeParams, spatial=None, resolved=None) -> dict:
         """Fail before any work when the chosen localiser cannot be built (missing file or package)."""
         import importlib.util
         import os
@@ -100,13 +98,9 @@ class LocalizeStage(Stage):
                                              threads=max(1, int(p.num_cpus)))
 
     def _device(self) -> str:
-        if self.params.num_gpus > 0:
-            import torch
+        from binauralizer.devices import pick_device
 
-            if torch.cuda.is_available():
-                return "cuda"
-            log.warning("localize: num_gpus=%s but no CUDA device is visible; running on CPU", self.params.num_gpus)
-        return "cpu"
+        return str(pick_device(self.params.num_gpus, self.name))
 
     def measure_one(self, row: dict) -> dict:
         from binauralizer.localize import spatial_features, trajectory_from_heatmaps
@@ -119,14 +113,17 @@ class LocalizeStage(Stage):
             raise StageError("no video frames in the clip's window")
         heat = self.localiser.heatmaps(frames, audio)
         spatial = spatial_features(heat)
-        traj, weight = trajectory_from_heatmaps(heat, fov_deg=p.fov_deg, vfov_deg=p.vfov_deg, smoothing=p.smoothing,
+        view = self.ctx.spatial
+        traj, weight = trajectory_from_heatmaps(heat, fov_deg=view.fov_deg, vfov_deg=view.vfov_deg, smoothing=p.smoothing,
                                                 distance_m=p.distance_m, full_confidence=p.full_confidence,
                                                 return_weight=True)
         clip_id = row["clip_id"]
-        for name, array in (("heatmap.npy", heat), ("spatial.npy", spatial), ("traj.npy", traj)):
-            atomic_save_npy(clip_work_path(self.ctx, self.name, clip_id, name), np.ascontiguousarray(array, np.float32))
+        paths = {"heatmap_path": A.heatmap(clip_id), "spatial_path": A.spatial(clip_id), "traj_path": A.trajectory(clip_id)}
+        for column, array in (("heatmap_path", heat), ("spatial_path", spatial), ("traj_path", traj)):
+            atomic_save_npy(A.resolve(self.ctx.out, paths[column]), np.ascontiguousarray(array, np.float32))
         r = lambda v: round(float(v), 4)  # noqa: E731  stable manifest values
         return {
+            **paths,
             "loc_method": p.method,
             "az_mean_deg": r(traj[:, 0].mean()),
             "az_start_deg": r(traj[0, 0]),

@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
 
 import numpy as np
 
 from audioquality import AES_COLUMNS, AXES, DSP_COLUMNS, SAMPLE_RATE, audio_problem
-from stages.base import DROPPED, FAILED, KEPT, ConfigError, Params, Stage, StageError
+from stages.base import settings, DROPPED, FAILED, KEPT, ConfigError, Params, Stage, StageError
 from stages.clipdata import load_audio
 
 log = logging.getLogger(__name__)
@@ -30,7 +29,7 @@ PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 AXIS_THRESHOLDS = {axis: f"min_{axis.lower()}" for axis in AXES}
 
 
-@dataclass
+@settings
 class QualityParams(Params):
     backend: str = "auto"
     checkpoint: str | None = None  # checkpoint.pt, or a directory holding it / config.json + model.safetensors
@@ -71,7 +70,7 @@ class QualityStage(Stage):
 
     # -- before the run -------------------------------------------------------------------------
     @classmethod
-    def preflight(cls, params: QualityParams) -> dict:
+    def preflight(cls, params: QualityParams, spatial=None, resolved=None) -> dict:
         """Resolve the backend; the runner records the returned dict in stats.json.
 
         Raises ConfigError when `backend: audiobox` has no checkpoint, when a given
@@ -113,12 +112,9 @@ class QualityStage(Stage):
 
             from audioquality.audiobox import AudioboxScorer
 
-            device = "cpu"
-            if self.params.num_gpus > 0:
-                if torch.cuda.is_available():
-                    device = "cuda"
-                else:
-                    log.warning("quality: num_gpus=%s but no CUDA device is visible; scoring on CPU", self.params.num_gpus)
+            from binauralizer.devices import pick_device
+
+            device = str(pick_device(self.params.num_gpus, self.name))
             self.scorer = AudioboxScorer(
                 self.resolved["checkpoint"],
                 device=device,

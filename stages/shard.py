@@ -1,375 +1,86 @@
-"""shard: kept, converted clips become WebDataset samples in OUT/shards (see output/shards.py).
+"""shard: the dataset's WebDataset tars from the members `package` staged (output/shards.py).
 
-One sample per clip, key = clip id:
-
-    <key>.mp4          the clip's exact window of the source video: stream-copied when the window
-                       starts on a keyframe, re-encoded (H.264, fixed settings) otherwise
-    <key>.flac         binaural, 2 channels (row 0 = left), 16 kHz
-    <key>.mono.flac    the source audio window (what the binaural was made from)
-    <key>.json         label, captions, split, source and window, quality, conversion, metrics
-    <key>.spatial.npy  (T, 5) float32 per-frame S_h, S_area, S_var, S_LR, S_shape ((0, 5) if absent)
-    <key>.traj.npy     (T, 3) float32 azimuth, elevation (deg), distance (m) ((0, 3) if absent)
-
-Members are staged in work/shard/<clip_id>/ first (parallel, cached by a fingerprint of the
-inputs and settings), then streamed into the tars. With keep_staging false a clip's staging is
-deleted once its shard is complete; a rerun restages only clips whose shard must be rewritten.
-
-Time of the window in the video: `start` (the input trim, 0 if absent) + window_start / 16000,
-the same origin ingest decoded from.
+The only global part of packaging: plan which sample goes into which shard (sorted by split and key,
+sizes exact, so a rerun makes the same plan) and stream the staged files into deterministic tars with
+output.shards.ShardWriter. A shard whose stats file matches the plan is skipped; with keep_staging
+false a clip's staged members are deleted once its shard is complete. A sample whose members are gone
+(deleted after an earlier run) but whose shard must be rewritten is staged again here, by `package`'s
+own code, so nothing is ever lost.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
-import math
-import os
 import shutil
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
-import numpy as np
-import soundfile as sf
-
-from output.captions import label_sentence, spatial_phrase, trajectory_summary
-from output.shards import GiB, Entry, ShardWriter, check_key, check_split
-from stages.base import ConfigError, Params, Stage, StageError
-from stages.clipdata import load_audio
-from stages.media import FFMPEG, FFPROBE, _run, local_media
-from stages.clipdata import binaural_file
-
-VIDEO_MODES = ("copy_or_encode", "encode", "none")
-FLAC_SUBTYPES = ("PCM_16", "PCM_24")
-METRIC_COLUMNS = ("iacc", "ild_db", "itd_ms", "isd_db", "ipd_rad", "lateral_agree")
-QUALITY_COLUMNS = ("aes_ce", "aes_cu", "aes_pc", "aes_pq",
-                   "dsp_clipping", "dsp_bandwidth_hz", "dsp_snr_db", "dsp_score")
+from manifests import artifacts as A
+from output.shards import GiB, Entry, ShardWriter
+from stages.base import ConfigError, Params, Stage, StageError, settings
+from stages.package import PACKAGE_COLUMNS, PackageStage, staged_members
 
 
-@dataclass
+@settings
 class ShardParams(Params):
     max_shard_bytes: int = GiB
     max_samples_per_shard: int = 10000
-    video: str = "copy_or_encode"  # copy_or_encode | encode | none (no mp4 member)
-    video_crf: int = 23
-    video_preset: str = "veryfast"
-    video_threads: int = 2  # part of the result: x264's output depends on its thread count
-    mp4_audio: bool = False  # the source audio track in the mp4 too (mono.flac has the exact window)
-    copy_tolerance_s: float = 0.001  # a keyframe this close to the window start allows stream copy
-    flac_subtype: str = "PCM_16"
-    default_split: str = "unsplit"  # for rows without a split
-    keep_staging: bool = False
-    timeout_s: float = 600.0
-    num_workers: int = 2  # clips staged in parallel (ffmpeg runs in subprocesses)
+    keep_staging: bool = False  # keep work/package/<clip>/ after its shard is complete
 
     def validate(self) -> None:
         if self.max_shard_bytes < 1 << 20:
             raise ConfigError("stages.shard.max_shard_bytes: must be at least 1 MiB")
         if self.max_samples_per_shard < 1:
             raise ConfigError("stages.shard.max_samples_per_shard: must be >= 1")
-        if self.video not in VIDEO_MODES:
-            raise ConfigError(f"stages.shard.video: {self.video!r} is not one of {VIDEO_MODES}")
-        if self.flac_subtype not in FLAC_SUBTYPES:
-            raise ConfigError(f"stages.shard.flac_subtype: {self.flac_subtype!r} is not one of {FLAC_SUBTYPES}")
-        if not 0 <= self.video_crf <= 51:
-            raise ConfigError("stages.shard.video_crf: must be in [0, 51]")
-        if self.video_threads < 1 or self.num_workers < 1:
-            raise ConfigError("stages.shard.video_threads and num_workers: must be >= 1")
-        try:
-            check_split(self.default_split)
-        except ValueError as exc:
-            raise ConfigError(f"stages.shard.default_split: {exc}") from None
-
-
-# -- media members ---------------------------------------------------------------------------------
-
-
-def video_window(row: dict, sample_rate: int) -> tuple[float, float]:
-    """(start, duration) in seconds of the clip's window in its source video."""
-    start = float(row.get("start") or 0.0)
-    offset = int(row.get("window_start") or 0) / sample_rate
-    samples = row.get("window_samples")
-    if samples is None or samples != samples:
-        samples = row.get("n_samples") or 0
-    return start + offset, int(samples) / sample_rate
-
-
-def keyframe_at(path: str, t: float, tolerance: float, timeout: float = 60) -> bool:
-    """Whether the first video stream has a keyframe within `tolerance` s of `t` (packets only)."""
-    out = _run(
-        [FFPROBE, "-v", "error", "-select_streams", "v:0", "-read_intervals", f"{max(0.0, t - 2):.3f}%{t + 2:.3f}",
-         "-show_entries", "packet=pts_time,flags:stream=start_time", "-of", "json", path],
-        "cannot list keyframes", timeout,
-    )
-    info = json.loads(out or b"{}")
-    streams = info.get("streams") or []
-    if not streams:
-        raise StageError("source has no video stream")
-    origin = float(streams[0].get("start_time") or 0.0)
-    for packet in info.get("packets") or []:
-        pts = packet.get("pts_time")
-        if pts is not None and "K" in (packet.get("flags") or "") and abs(float(pts) - origin - t) <= tolerance:
-            return True
-    return False
-
-
-BITEXACT = ["-fflags", "+bitexact", "-map_metadata", "-1", "-map_chapters", "-1"]
-
-
-def cut_video(src: str, dst: str, start: float, duration: float, p: ShardParams) -> str:
-    """Write the window to `dst` (mp4); returns 'copy' or 'encode'."""
-    mode = "encode"
-    if p.video == "copy_or_encode" and keyframe_at(src, start, p.copy_tolerance_s, p.timeout_s):
-        mode = "copy"
-    seek = ["-ss", f"{start:.6f}"] if start > 0 else []
-    audio = ["-map", "0:a:0?"] if p.mp4_audio else ["-an"]
-    if mode == "copy":
-        codec = ["-c", "copy", "-avoid_negative_ts", "make_zero"]
-    else:
-        codec = ["-c:v", "libx264", "-preset", p.video_preset, "-crf", str(p.video_crf),
-                 "-pix_fmt", "yuv420p", "-vf", "scale=trunc(iw/2)*2:trunc(ih/2)*2",
-                 "-threads", str(p.video_threads), "-flags:v", "+bitexact"]
-        if p.mp4_audio:
-            codec += ["-c:a", "aac", "-b:a", "128k", "-flags:a", "+bitexact"]
-    tmp = dst + ".tmp.mp4"
-    _run([FFMPEG, "-nostdin", "-v", "error", "-y", *seek, "-i", src, "-t", f"{duration:.6f}",
-          "-map", "0:v:0", *audio, *codec, *BITEXACT, "-movflags", "+faststart", "-f", "mp4", tmp],
-         f"cannot cut the video window ({mode})", p.timeout_s)
-    os.replace(tmp, dst)
-    return mode
-
-
-def flac_bytes(audio: np.ndarray, sample_rate: int, subtype: str) -> tuple[bytes, int]:
-    """FLAC of (N,) or (C, N) float audio, clipped to [-1, 1]; (bytes, samples clipped).
-
-    libsndfile writes no time or random field (vendor string and MD5 only): same audio, same bytes.
-    """
-    audio = np.asarray(audio, dtype=np.float32)
-    clipped = int(np.count_nonzero(np.abs(audio) > 1.0))
-    data = np.clip(audio, -1.0, 1.0)
-    data = data.T if data.ndim == 2 else data
-    buf = io.BytesIO()
-    sf.write(buf, data, sample_rate, format="FLAC", subtype=subtype)
-    return buf.getvalue(), clipped
-
-
-def npy_bytes(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
-    return buf.getvalue()
-
-
-def _clean(value):
-    """JSON-safe: numpy scalars to Python, NaN/inf to None, containers recursively."""
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def json_bytes(obj: dict) -> bytes:
-    return json.dumps(_clean(obj), sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False).encode("utf-8")
-
-
-# -- the stage ------------------------------------------------------------------------------------
-
-
-def _load_optional(path: str, width: int) -> np.ndarray:
-    if not os.path.exists(path):
-        return np.zeros((0, width), np.float32)
-    array = np.load(path, allow_pickle=False).astype(np.float32)
-    if array.ndim != 2 or array.shape[1] != width:
-        raise StageError(f"{path}: expected shape (T, {width}), got {tuple(array.shape)}")
-    return array
-
-
-def _stamp(path: str) -> list | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return [st.st_size, st.st_mtime_ns]
 
 
 class ShardStage(Stage):
     name = "shard"
-    version = "1"
+    version = "2"
     Params = ShardParams
     kind = "global"
-    data_deps = ("ingest", "localize", "render", "convert")
-    reads = ("clip_id", "video", "label", "caption", "split", "source_id", "window_start",
-             "window_samples", "conversion_mode") + METRIC_COLUMNS
+    data_deps = ("package",)
+    reads = ("clip_id",) + PACKAGE_COLUMNS
     writes = ("shard", "shard_index")
 
-    # -- paths and metadata ---------------------------------------------------------------------------
-    def _video_path(self, row: dict) -> str:
-        video = str(row.get("video") or "")
-        if video and "://" not in video and not os.path.isabs(video) and self.ctx.media_root:
-            video = os.path.join(self.ctx.media_root, video)
-        return video
+    def _members(self, row: dict):
+        """The staged members; staged again (same code, same bytes) when an earlier run deleted them."""
+        members = staged_members(self.ctx.out, row)
+        if members is not None:
+            return members
+        params = (self.ctx.extra.get("stage_params") or {}).get("package")
+        if params is None:
+            raise StageError(f"staged members of {row['clip_id']} are gone: rerun with --from package")
+        stage = PackageStage(params, self.ctx)
+        stage.stage_sample(row, row["package_fingerprint"])
+        return staged_members(self.ctx.out, row)
 
-    def _paths(self, clip_id: str, row: dict | None = None) -> dict[str, str]:
-        work = self.ctx.work
-        return {  # binaural: the row's binaural_path (render, convert), else work/convert/<clip>/
-            "binaural": binaural_file(self.ctx, row or {"clip_id": clip_id}),
-            "spatial": os.path.join(work, "localize", clip_id, "spatial.npy"),
-            "traj": os.path.join(work, "localize", clip_id, "traj.npy"),
-            "audio": os.path.join(work, "ingest", str(clip_id), "audio.npy"),
-            "staging": os.path.join(work, "shard", clip_id),
-        }
-
-    def metadata(self, row: dict, traj: np.ndarray | None) -> dict:
-        """The json member, minus what staging adds (video mode, clipped samples)."""
-        sr = self.ctx.sample_rate
-        fps = float(row.get("frame_fps") or 8.0)
-        start_s, duration_s = video_window(row, sr)
-        az = traj[:, 0] if traj is not None and traj.shape[0] else None
-        quality = {c: row.get(c) for c in QUALITY_COLUMNS}  # every key always: one schema for all samples
-        return {
-            "clip_id": row["clip_id"],
-            "label": row.get("label"),
-            "caption": row.get("caption") or label_sentence(row.get("label")),
-            "spatial_caption": spatial_phrase(az),
-            "split": row.get("split") or self.params.default_split,
-            "source_id": row.get("source_id") or row["clip_id"],
-            "window": {"index": row.get("window_index"), "start_s": start_s, "end_s": start_s + duration_s,
-                       "start_sample": row.get("window_start"), "padded_samples": row.get("padded_samples")},
-            "duration_s": duration_s,
-            "sample_rate": sr,
-            "silent_fraction": row.get("silent_fraction"),
-            "quality": {"backend": row.get("quality_backend"), **quality},
-            "conversion_mode": row.get("conversion_mode"),
-            "spatial_metrics": {c: row.get(c) for c in METRIC_COLUMNS},
-            "trajectory": {**trajectory_summary(traj, fps), "method": row.get("loc_method"),
-                           "confidence": row.get("loc_confidence"), "centre_pull": row.get("loc_centre_pull")},
-        }
-
-    def fingerprint(self, row: dict) -> str:
-        paths = self._paths(row["clip_id"], row)
-        traj = _load_optional(paths["traj"], 3) if os.path.exists(paths["traj"]) else None
-        audio_src = os.path.join(self.ctx.work, "ingest", str(row.get("source_id") or row["clip_id"]), "audio.npy")
-        blob = json.dumps(_clean({
-            "version": self.version,
-            "settings": {k: v for k, v in self.measure_settings().items()
-                         if k not in ("max_shard_bytes", "max_samples_per_shard", "keep_staging", "timeout_s")},
-            "meta": self.metadata(row, traj),
-            "files": [_stamp(self._video_path(row)), _stamp(audio_src),
-                      *(_stamp(paths[k]) for k in ("binaural", "spatial", "traj"))],
-        }), sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:20]
-
-    # -- staging ---------------------------------------------------------------------------------------
-    def stage_sample(self, row: dict, fingerprint: str) -> list[tuple[str, str]]:
-        """Members as staged files (cached: a matching staged.json means they are ready)."""
-        paths = self._paths(row["clip_id"], row)
-        folder = paths["staging"]
-        marker = os.path.join(folder, "staged.json")
-        try:
-            with open(marker) as fh:
-                staged = json.load(fh)
-            members = [(s, os.path.join(folder, f)) for s, f in staged["members"]]
-            if staged["fingerprint"] == fingerprint and all(os.path.exists(p) for _, p in members):
-                return members
-        except (OSError, ValueError, KeyError):
-            pass
-        shutil.rmtree(folder, ignore_errors=True)
-        os.makedirs(folder)
-        p, sr = self.params, self.ctx.sample_rate
-        mono = load_audio(self.ctx, row)
-        if not os.path.exists(paths["binaural"]):
-            producer = "render or convert" if row.get("binaural_path") else "convert"
-            raise StageError(f"missing {paths['binaural']}: rerun {producer}")
-        binaural = np.load(paths["binaural"], allow_pickle=False)
-        if binaural.ndim != 2 or binaural.shape[0] != 2:
-            raise StageError(f"binaural.npy has shape {tuple(binaural.shape)}, expected (2, N)")
-        if binaural.shape[1] != mono.shape[0]:
-            raise StageError(f"binaural has {binaural.shape[1]} samples, the window {mono.shape[0]}")
-        if not np.all(np.isfinite(binaural)):
-            raise StageError("binaural audio has non-finite samples")
-        spatial, traj = _load_optional(paths["spatial"], 5), _load_optional(paths["traj"], 3)
-        files: dict[str, bytes] = {}
-        files["binaural.flac"], clipped = flac_bytes(binaural, sr, p.flac_subtype)
-        files["mono.flac"], clipped_mono = flac_bytes(mono, sr, p.flac_subtype)
-        files["spatial.npy"], files["traj.npy"] = npy_bytes(spatial), npy_bytes(traj)
-        meta = self.metadata(row, traj if traj.shape[0] else None)
-        members = [("flac", "binaural.flac"), ("mono.flac", "mono.flac"), ("json", "meta.json"),
-                   ("spatial.npy", "spatial.npy"), ("traj.npy", "traj.npy")]
-        video_mode = None
-        if p.video != "none":
-            start, duration = video_window(row, sr)
-            with local_media(self._video_path(row)) as src:
-                video_mode = cut_video(src, os.path.join(folder, "video.mp4"), start, duration, p)
-            members.append(("mp4", "video.mp4"))
-        meta["media"] = {"video": video_mode, "mp4_audio": p.mp4_audio if video_mode else None,
-                         "flac_subtype": p.flac_subtype, "clipped_samples": clipped,
-                         "clipped_samples_mono": clipped_mono}
-        files["meta.json"] = json_bytes(meta)
-        for name, data in files.items():
-            with open(os.path.join(folder, name), "wb") as fh:
-                fh.write(data)
-        tmp = marker + ".tmp"
-        with open(tmp, "w") as fh:
-            json.dump({"fingerprint": fingerprint, "members": members}, fh)
-        os.replace(tmp, marker)
-        return [(s, os.path.join(folder, f)) for s, f in members]
-
-    # -- the global call -----------------------------------------------------------------------------
-    def run_global(self, rows: list[dict], progress=None) -> list[dict]:
+    def run_global(self, rows: list[dict]) -> list[dict]:
         p = self.params
         out: list[dict] = [{} for _ in rows]
-        prepared: dict[int, tuple[str, str, str]] = {}  # row index -> (key, split, fingerprint)
-        for i, row in enumerate(rows):
-            try:
-                key = str(row.get("clip_id"))
-                check_key(key)
-                split = str(row.get("split") or p.default_split)
-                check_split(split)
-                prepared[i] = (key, split, self.fingerprint(row))
-            except (StageError, ValueError, OSError) as exc:
-                out[i] = {"_error": f"shard: {exc}"}
-        keys = [k for k, _, _ in prepared.values()]
-        duplicates = {k for k in keys if keys.count(k) > 1} if len(set(keys)) != len(keys) else set()
-        for i, (key, _, _) in list(prepared.items()):
-            if key in duplicates:
-                out[i] = {"_error": f"shard: duplicate clip_id {key!r}"}
-                del prepared[i]
-
-        writer = ShardWriter(os.path.join(self.ctx.out, "shards"), p.max_shard_bytes, p.max_samples_per_shard,
-                             progress=progress)
+        counts: dict[str, int] = {}
+        for row in rows:
+            counts[str(row["clip_id"])] = counts.get(str(row["clip_id"]), 0) + 1
+        writer = ShardWriter(A.resolve(self.ctx.out, "shards"), p.max_shard_bytes, p.max_samples_per_shard)
         done = writer.completed_samples()
-        todo = [i for i, (key, _, fp) in prepared.items() if done.get(key, ("",))[0] != fp]
-
-        def stage(i: int) -> tuple[int, str | None]:
-            try:
-                self.stage_sample(rows[i], prepared[i][2])
-                return i, None
-            except (StageError, ValueError, OSError) as exc:
-                return i, f"shard: {exc}"
-
-        with ThreadPoolExecutor(max_workers=p.num_workers) as pool:
-            for i, error in pool.map(stage, todo):
-                if error:
-                    out[i] = {"_error": error}
-                    shutil.rmtree(self._paths(rows[i]["clip_id"])["staging"], ignore_errors=True)
-                    del prepared[i]
-
         entries = []
-        for i, (key, split, fp) in prepared.items():
-            row = rows[i]
+        for i, row in enumerate(rows):
+            key = str(row["clip_id"])
+            if counts[key] > 1:
+                out[i] = {"_error": f"shard: duplicate clip_id {key!r}"}
+                continue
+            if done.get(key, ("",))[0] != row.get("package_fingerprint"):  # its shard will be written
+                try:
+                    self._members(row)
+                except (StageError, ValueError, OSError) as exc:
+                    out[i] = {"_error": f"shard: {exc}"}
+                    continue
             release = None
             if not p.keep_staging:
-                folder = self._paths(key)["staging"]
+                folder = A.resolve(self.ctx.out, A.package(key))
                 release = (lambda f=folder: shutil.rmtree(f, ignore_errors=True))
-            entries.append(Entry(key, split, fp, build=(lambda r=row, f=fp: self.stage_sample(r, f)),
-                                 release=release))
+            entries.append(Entry(key, str(row["sample_split"]), str(row["package_fingerprint"]),
+                                 build=(lambda r=row: self._members(r)), release=release))
         result = writer.write(entries)
-        for i, (key, _, _) in prepared.items():
-            shard, position = result.location[key]
-            out[i] = {"shard": shard, "shard_index": position}
+        for i, row in enumerate(rows):
+            if not out[i]:
+                shard, position = result.location[str(row["clip_id"])]
+                out[i] = {"shard": shard, "shard_index": position}
         return out

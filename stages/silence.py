@@ -9,15 +9,14 @@ so a new threshold re-decides without decoding or running the VAD again.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import numpy as np
 
-from stages.base import DROPPED, KEPT, ConfigError, Params, Stage
+from stages.base import settings, DROPPED, KEPT, ConfigError, Params, Stage
 from stages.clipdata import load_audio
 
 
-@dataclass
+@settings
 class SilenceParams(Params):
     max_silent_fraction: float = 0.8
     aggressiveness: int = 0  # WebRTC VAD mode 0..3; 0 keeps non-speech sounds (engines, music) active

@@ -18,14 +18,14 @@ import dataclasses
 import functools
 import logging
 import os
-from dataclasses import dataclass
 
 import numpy as np
 
-from stages.base import RESOURCE_KEYS, ConfigError, Params, Stage
+from manifests import artifacts
+from stages.base import RESOURCE_KEYS, ConfigError, Params, Spatial, Stage, hrir_preflight, settings
 
 
-@dataclass
+@settings
 class TrainUNetParams(Params):
     steps: int = 150
     batch_size: int = 16  # global batch (split over DDP workers); changes results, so fingerprinted
@@ -45,13 +45,13 @@ class TrainUNetParams(Params):
     moving_prob: float = 0.0  # fraction of sources moving along a path
     camera_rotation_prob: float = 0.0  # fraction of scenes under a camera pan (FOA rotation)
     checkpoint_every: int = 50
-    hrir: str = "kemar,sonicom-1"  # HRIR sets for the pseudo pairs, comma-separated: kemar | sonicom-1 | sonicom-2 | SOFA path
+    hrirs: str = "kemar,sonicom-1"  # HRIR sets of the pseudo pairs, comma-separated (each pair draws one); "" = spatial.hrir
     target: str = "direct"  # pseudo-pair rendering: direct (real ITD) | sh4 (order 4, magLS) | paper (first order, 8 speakers)
     input: str = "mono"  # network input in training: mono (as convert feeds it) | downmix (the paper's L + R)
     background: str = "frame"  # pseudo-pair canvas: frame (another clip's full frame) | black (the paper's)
     seed: int = 0
-    num_gpus: int = 0  # GPUs to train on: one Ray Train DDP worker each
-    num_workers: int = 1  # CPU DDP workers when num_gpus == 0 (1 = one process, no Ray)
+    ddp_workers: int = 1  # DDP workers (Ray Train); 1 = one process, no Ray
+    num_gpus: float = 0.0  # per DDP worker, as for every stage's actors: 0 (CPU, gloo) or 1
     lazy_pool_above: int = 256  # read clips on demand when more are kept than this
 
     def validate(self) -> None:
@@ -69,9 +69,12 @@ class TrainUNetParams(Params):
             raise ConfigError("stages.train_unet.width: must be in (0, 4]")
         if self.frame_height < 32 or self.frame_width < 32:
             raise ConfigError("stages.train_unet.frame_height/frame_width: at least 32 pixels")
-        if self.num_gpus < 0 or self.num_workers < 1:
-            raise ConfigError("stages.train_unet: num_gpus >= 0 and num_workers >= 1")
-        workers = self.num_gpus or self.num_workers
+        if self.ddp_workers < 1:
+            raise ConfigError("stages.train_unet.ddp_workers: must be >= 1")
+        if self.num_gpus not in (0, 1):
+            raise ConfigError(f"stages.train_unet.num_gpus: GPUs per DDP worker, 0 or 1, got {self.num_gpus!r}; "
+                              f"to train on N GPUs set ddp_workers: N and num_gpus: 1")
+        workers = self.ddp_workers
         if self.batch_size % workers:
             raise ConfigError(f"stages.train_unet.batch_size: {self.batch_size} does not split over {workers} workers")
         if self.target not in ("direct", "sh4", "paper"):
@@ -80,21 +83,21 @@ class TrainUNetParams(Params):
             raise ConfigError(f"stages.train_unet.background: frame or black; got {self.background!r}")
         if self.input not in ("mono", "downmix"):
             raise ConfigError(f"stages.train_unet.input: mono or downmix; got {self.input!r}")
-        if not [n for n in str(self.hrir).split(",") if n.strip()]:
-            raise ConfigError("stages.train_unet.hrir: name at least one HRIR set (e.g. kemar,sonicom-1)")
         for key in ("moving_prob", "camera_rotation_prob"):
             if not 0 <= getattr(self, key) <= 1:
                 raise ConfigError(f"stages.train_unet.{key}: must be in [0, 1]")
 
 
-def train_config(p: TrainUNetParams, run_seed: int = 0):
+def train_config(p: TrainUNetParams, run_seed: int = 0, spatial: Spatial | None = None):
     from binauralizer.pseudobinaural.training import TrainConfig
 
+    spatial = spatial or Spatial()
     return TrainConfig(
         steps=p.steps, batch_size=p.batch_size, lr_visual=p.lr_visual, lr_audio=p.lr_audio, lr_fusion=p.lr_fusion,
         weight_decay=p.weight_decay, lr_decay=p.lr_decay, decay_every=p.decay_every, width=p.width,
         frame_size=(p.frame_height, p.frame_width), visual=p.visual, visual_checkpoint=p.visual_checkpoint or None,
-        freeze_visual=p.freeze_visual, apnet=p.apnet, hrir=p.hrir, target=p.target, input=p.input, background=p.background,
+        freeze_visual=p.freeze_visual, apnet=p.apnet, hrir=p.hrirs or spatial.hrir, fov_deg=spatial.fov_deg,
+        sh_order=spatial.sh_order, decoder=spatial.decoder, target=p.target, input=p.input, background=p.background,
         seed=p.seed + 1_000_003 * run_seed,
         moving_prob=p.moving_prob, camera_rotation_prob=p.camera_rotation_prob, checkpoint_every=p.checkpoint_every,
     )
@@ -110,9 +113,15 @@ class TrainUNetStage(Stage):
     version = "1"
     Params = TrainUNetParams
     data_deps = ("ingest", "duration", "localize")
-    reads = ("clip_id", "source_id", "window_start", "window_samples", "frame_fps")
+    reads = ("clip_id", "source_id", "window_start", "window_samples", "frame_fps", "heatmap_path")
     writes = ()
+    spatial_keys = ("hrir", "fov_deg", "sh_order", "decoder")  # the pseudo pairs' listener and camera
     kind = "global"
+
+    @classmethod
+    def preflight(cls, params: TrainUNetParams, spatial: Spatial, resolved=None) -> dict:
+        """The pseudo pairs render through the run's HRIR set: fail before any work when it cannot load."""
+        return hrir_preflight(spatial.hrir)
 
     def measure_settings(self) -> dict:
         """Everything that changes the trained model: batch_size too (not a resource here)."""
@@ -130,20 +139,23 @@ class TrainUNetStage(Stage):
         if not pool:
             reason = "train_unet: no kept clip has usable audio and frames to build pseudo pairs"
             return [{"_error": bad.get(r.get("clip_id"), reason)} for r in rows]
-        cfg = train_config(p, self.ctx.seed)
-        if p.num_gpus > 0 or p.num_workers > 1:
+        cfg = train_config(p, self.ctx.seed, self.ctx.spatial)
+        if p.ddp_workers > 1 or p.num_gpus > 0:
             usable = [r for r in rows if r.get("clip_id") not in bad]
+            logging.getLogger(__name__).info(
+                "train_unet: %d steps over %d Ray Train workers; step and loss lines are rank 0's (Ray worker "
+                "logs), the loss curve is written at each checkpoint", cfg.steps, int(p.num_gpus or p.num_workers))
             train_with_ray(cfg, functools.partial(_pool_for_worker, self.ctx, usable, lazy), out_dir,
-                           num_workers=int(p.num_gpus or p.num_workers), use_gpu=p.num_gpus > 0)
+                           num_workers=p.ddp_workers, use_gpu=p.num_gpus > 0)
         else:
-            train(cfg, pool, out_dir, log=logging.getLogger(__name__).info)
+            train(cfg, pool, out_dir, progress=self.progress)
         return [{"_error": f"train_unet: unreadable clip: {bad[r['clip_id']]}"} if r.get("clip_id") in bad else {}
                 for r in rows]
 
 
 def model_path(ctx) -> str:
     """Where convert finds the trained model."""
-    return os.path.join(ctx.work, "train_unet", "model.pt")
+    return artifacts.resolve(ctx.out, artifacts.model())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -161,8 +173,8 @@ def read_source_clip(ctx, row: dict):
     frames = clipdata.load_frames(ctx, row)
     if frames.ndim != 4 or len(frames) == 0 or len(audio) == 0:
         raise ValueError(f"clip {cid}: no frames or no audio in its window")
-    heat_path = os.path.join(ctx.work, "localize", cid, "heatmap.npy")
-    heat = np.load(heat_path, mmap_mode="r") if os.path.exists(heat_path) else None
+    heat_path = artifacts.row_file(ctx.out, row, "heatmap_path")
+    heat = np.load(heat_path, mmap_mode="r") if heat_path and os.path.exists(heat_path) else None
     return SourceClip(cid, audio, frames, float(row.get("frame_fps") or 8.0), heat)
 
 

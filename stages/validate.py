@@ -1,51 +1,39 @@
-"""validate: binaural metrics per clip, then the report (OUT/report/) and the card (OUT/README.md).
+"""validate: binaural metrics per clip, a task stage the executor spreads over the cluster.
 
-Per clip (from the row's binaural_path, written by render or convert, else
-work/convert/<clip>/binaural.npy; and work/localize/<clip>/traj.npy, the latter may
-be absent -> lateral_agree null): iacc, ild_db, itd_ms, isd_db, ipd_rad, lateral_agree (definitions
-in binauralizer/metrics.py). The full per-clip metrics, including signed broadband ILD/ITD, go to
-OUT/report/clip_metrics.parquet.
+Per clip (the row's binaural_path from convert and its traj_path from localize, which may be absent
+-> lateral_agree null): iacc, ild_db, itd_ms, isd_db, ipd_rad, lateral_agree (definitions in
+binauralizer/metrics.py), the signed broadband ILD / ITD and the number of lateral segments, and the
+quality of the binaural downmix ((L+R)/2) as `downmix_*` columns.
 
-Quality of the binaural downmix ((L+R)/2) for the summary table uses the backend that scored the
-source ('auto'), so the two rows compare like with like: the dsp scorer (audioquality.dsp), or
-Audiobox Aesthetics with the quality stage's checkpoint. When that is impossible the table says why.
-A caller may also set `stage.downmix_scorer` to a callable (list of 16 kHz mono arrays -> list of
-score dicts with aes_ce/aes_cu/aes_pq or dsp_score) and `stage.downmix_backend` to its name.
+The downmix is scored by the backend that scored the source (`downmix_quality: auto`), so the report
+compares like with like: the dsp scorer (audioquality.dsp) or Audiobox Aesthetics with the checkpoint
+the quality stage resolved. The preflight decides the backend before any work and records why when
+it cannot score (`downmix_skipped`); the report and card (output/publish.py, a run-level step after
+the funnel) are built from these rows.
 """
 
 from __future__ import annotations
 
-import json
-import os
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Callable
-
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
-import yaml
 
 from binauralizer import metrics as M
-from manifests.schema import rows_to_table
-from output.card import write_card
-from output.report import build_table, quality_backend, write_report
-from stages.base import ConfigError, Params, Stage, StageError
-from stages.clipdata import binaural_file
+from manifests.schema import DOWNMIX_SCORES
+from stages.base import ConfigError, Params, Stage, StageError, settings
+from stages.clipdata import artifact, read_artifact
 
 COLUMNS = ("iacc", "ild_db", "itd_ms", "isd_db", "ipd_rad", "lateral_agree")
+DETAIL_COLUMNS = ("ild_broadband_db", "itd_broadband_ms", "lateral_segments")
+DOWNMIX_COLUMNS = tuple(f"downmix_{k}" for k in DOWNMIX_SCORES)
 DOWNMIX_MODES = ("auto", "dsp", "audiobox", "off")
 
 
-@dataclass
+@settings
 class ValidateParams(Params):
-    report_clips: int = 4
+    report_clips: int = 4  # clips whose ILD traces the report shows
     licence: str = ""  # empty: dataset.licence from the run's config
     segment_s: float = M.SEGMENT_S
     centre_deg: float = M.CENTRE_DEG
     downmix_quality: str = "auto"  # auto | dsp | audiobox | off
-    downmix_max_clips: int = 0  # 0 = all; else the first N clips by id (bounds Audiobox time)
-    num_workers: int = 2
 
     def validate(self) -> None:
         if self.report_clips < 0:
@@ -58,8 +46,6 @@ class ValidateParams(Params):
             raise ConfigError(
                 f"stages.validate.downmix_quality: {self.downmix_quality!r} is not one of {DOWNMIX_MODES}"
             )
-        if self.downmix_max_clips < 0 or self.num_workers < 1:
-            raise ConfigError("stages.validate: downmix_max_clips must be >= 0 and num_workers >= 1")
 
 
 def _finite_or_none(value):
@@ -69,50 +55,58 @@ def _finite_or_none(value):
     return value if np.isfinite(value) else None
 
 
-def _read_json(path: str) -> dict:
-    try:
-        with open(path) as fh:
-            data = json.load(fh)
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
-
-
-def _read_yaml(path: str) -> dict:
-    try:
-        with open(path) as fh:
-            data = yaml.safe_load(fh)
-        return data if isinstance(data, dict) else {}
-    except (OSError, yaml.YAMLError):
-        return {}
-
-
 class ValidateStage(Stage):
     name = "validate"
-    version = "1"
+    version = "2"
     Params = ValidateParams
-    kind = "global"
-    data_deps = ("localize", "render", "convert")
-    reads = ("clip_id", "label", "split", "window_samples", "frame_fps", "quality_backend")
-    writes = COLUMNS
+    kind = "task"
+    data_deps = ("localize", "convert")
+    reads = ("clip_id", "frame_fps", "binaural_path", "traj_path")
+    writes = COLUMNS + DETAIL_COLUMNS + DOWNMIX_COLUMNS
 
-    downmix_scorer: Callable[[list[np.ndarray]], list[dict]] | None = None
-    downmix_backend: str = ""
+    @classmethod
+    def preflight(cls, params: ValidateParams, spatial=None, resolved: dict | None = None) -> dict:
+        """Which backend scores the downmix (the source's, for `auto`), or why nothing will."""
+        mode = params.downmix_quality
+        quality = (resolved or {}).get("quality") or {}
+        backend = str(quality.get("backend") or "none") if mode == "auto" else mode
+        if mode == "off":
+            return {"downmix_backend": backend, "downmix_skipped": "downmix_quality is off"}
+        if backend == "dsp":
+            return {"downmix_backend": "dsp"}
+        if backend == "audiobox":
+            checkpoint = quality.get("checkpoint")
+            if not checkpoint:
+                try:
+                    from audioquality.audiobox import find_checkpoint
 
-    # -- per clip ---------------------------------------------------------------------------------------
-    def _paths(self, row: dict) -> tuple[str, str]:
-        """The row's binaural_path (render, convert) or work/convert/<clip>/binaural.npy; its traj."""
-        return (binaural_file(self.ctx, row),
-                os.path.join(self.ctx.work, "localize", str(row["clip_id"]), "traj.npy"))
+                    checkpoint = str(find_checkpoint(None, allow_download=False))
+                except Exception as exc:  # noqa: BLE001 - reported in the table, never fatal
+                    return {"downmix_backend": "audiobox",
+                            "downmix_skipped": f"audiobox scorer unavailable: {type(exc).__name__}: {exc}"}
+            return {"downmix_backend": "audiobox", "downmix_checkpoint": str(checkpoint)}
+        return {"downmix_backend": backend, "downmix_skipped": f"no scorer for backend {backend!r}"}
+
+    def setup(self) -> None:
+        resolved = (self.ctx.extra.get("preflight") or {}).get(self.name) or {}
+        self.downmix_backend = resolved.get("downmix_backend", "none")
+        self.scorer = None
+        if resolved.get("downmix_skipped"):
+            return
+        if self.downmix_backend == "dsp":
+            from audioquality.dsp import dsp_scores
+
+            self.scorer = dsp_scores
+        elif self.downmix_backend == "audiobox":
+            from audioquality.audiobox import AudioboxScorer
+
+            model = AudioboxScorer(resolved["downmix_checkpoint"], num_threads=1)
+            self.scorer = lambda wav: {f"aes_{k.lower()}": v for k, v in model.score([wav])[0].items()}
 
     def _load(self, row: dict) -> tuple[np.ndarray, np.ndarray | None]:
-        binaural_path, traj_path = self._paths(row)
-        if not os.path.exists(binaural_path):
-            producer = "render or convert" if row.get("binaural_path") else "convert"
-            raise StageError(f"missing {binaural_path}: rerun {producer}")
-        binaural = np.load(binaural_path, allow_pickle=False)
-        traj = np.load(traj_path, allow_pickle=False) if os.path.exists(traj_path) else None
-        return binaural, traj
+        """The row's binaural audio (binaural_path, from convert) and trajectory (traj_path, may be absent)."""
+        binaural = np.load(artifact(self.ctx, row, "binaural_path", "convert"), allow_pickle=False)
+        return binaural, read_artifact(self.ctx, row, "traj_path")
 
     def clip_metrics(self, row: dict) -> dict:
         binaural, traj = self._load(row)
@@ -123,141 +117,15 @@ class ValidateStage(Stage):
         except ValueError as exc:
             raise StageError(str(exc)) from None
 
-    # -- the global call ----------------------------------------------------------------------------------
-    def run_global(self, rows: list[dict]) -> list[dict]:
-        def one(row: dict) -> dict:
-            try:
-                return self.clip_metrics(row)
-            except (StageError, OSError, ValueError) as exc:
-                return {"_error": f"validate: {exc}"}
-
-        with ThreadPoolExecutor(max_workers=self.params.num_workers) as pool:
-            full = list(pool.map(one, rows))
-        out = []
-        merged = []
-        for row, m in zip(rows, full):
-            if "_error" in m:
-                out.append(m)
-                continue
-            out.append({c: _finite_or_none(m[c]) for c in COLUMNS})
-            merged.append({**row, **{k: _finite_or_none(v) if k != "lateral_segments" else v
-                                     for k, v in m.items()}})
-        self.write_outputs(merged)
+    def measure_one(self, row: dict) -> dict:
+        try:
+            full = self.clip_metrics(row)
+        except (StageError, OSError, ValueError) as exc:
+            raise StageError(f"validate: {exc}") from None
+        out = {c: _finite_or_none(full[c]) for c in COLUMNS + DETAIL_COLUMNS}
+        scores = {}
+        if getattr(self, "scorer", None) is not None:
+            binaural, _ = self._load(row)
+            scores = self.scorer(binaural.astype(np.float32).mean(axis=0))
+        out.update({f"downmix_{k}": _finite_or_none(scores.get(k)) for k in DOWNMIX_SCORES})
         return out
-
-    def write_outputs(self, merged: list[dict], downmix: dict | None = None) -> None:
-        """Report, card and clip_metrics.parquet; also what `refresh` needs to redo them later."""
-        out_dir = self.ctx.out
-        stats = _read_json(os.path.join(out_dir, "stats.json"))
-        config = _read_yaml(os.path.join(out_dir, "config.yaml"))
-        preflight = stats.get("preflight") if isinstance(stats.get("preflight"), dict) else {}
-        merged = sorted(merged, key=lambda r: str(r["clip_id"]))
-        if downmix is None:
-            downmix = self.downmix_quality(merged, preflight, config)
-        table = build_table(merged, downmix, preflight)
-        traces = [self.trace(r) for r in self.report_selection(merged)]
-        title = str((config.get("dataset") or {}).get("name") or "Binaural dataset")
-        write_report(out_dir, merged, table, stats=stats, config=config, preflight=preflight,
-                     traces=traces, title=title)
-        write_card(out_dir, merged, table, stats=stats, config=config, preflight=preflight,
-                   licence=self.params.licence,
-                   sizes=_read_json(os.path.join(out_dir, "shards", "sizes.json")) or None)
-        self.write_clip_metrics(merged)
-        report = os.path.join(out_dir, "report")
-        pq.write_table(rows_to_table(merged), os.path.join(report, "rows.parquet.tmp"))
-        os.replace(os.path.join(report, "rows.parquet.tmp"), os.path.join(report, "rows.parquet"))
-        with open(os.path.join(report, "downmix.json.tmp"), "w") as fh:
-            json.dump(downmix, fh, default=_finite_or_none)
-        os.replace(os.path.join(report, "downmix.json.tmp"), os.path.join(report, "downmix.json"))
-
-    def finalize(self) -> None:
-        """The funnel and shard sizes exist only after the whole run: re-render with them."""
-        self.refresh()
-
-    def refresh(self) -> bool:
-        """Re-render report and card from the last validate run without recomputing anything.
-
-        For the runner to call once OUT/stats.json (the funnel) and shards/sizes.json exist, which
-        happens after this stage ran. False when validate has not run in this folder yet.
-        """
-        report = os.path.join(self.ctx.out, "report")
-        rows_path = os.path.join(report, "rows.parquet")
-        if not os.path.exists(rows_path):
-            return False
-        merged = pq.read_table(rows_path).to_pylist()
-        downmix = _read_json(os.path.join(report, "downmix.json")) or {"skipped": "no downmix record"}
-        self.write_outputs(merged, downmix)
-        return True
-
-    def write_clip_metrics(self, merged: list[dict]) -> None:
-        keys = ["clip_id", "label", "split", *COLUMNS, "ild_broadband_db", "itd_broadband_ms",
-                "lateral_segments", "az_mean_deg"]
-        table = pa.table({k: pa.array([r.get(k) for r in merged],
-                                      pa.string() if k in ("clip_id", "label", "split") else pa.float64())
-                          for k in keys})
-        path = os.path.join(self.ctx.out, "report", "clip_metrics.parquet")
-        pq.write_table(table, path + ".tmp")
-        os.replace(path + ".tmp", path)
-
-    # -- report helpers ------------------------------------------------------------------------------------
-    def report_selection(self, merged: list[dict]) -> list[dict]:
-        """The clips with the most visual motion (then the most off-centre), ties by id."""
-        def motion(r: dict) -> tuple:
-            start, end, mean = (r.get(k) for k in ("az_start_deg", "az_end_deg", "az_mean_deg"))
-            moved = abs(end - start) if isinstance(start, (int, float)) and isinstance(end, (int, float)) else -1.0
-            side = abs(mean) if isinstance(mean, (int, float)) else -1.0
-            return (-moved, -side, str(r["clip_id"]))
-
-        return sorted(merged, key=motion)[: self.params.report_clips]
-
-    def trace(self, row: dict) -> dict:
-        binaural, traj = self._load(row)
-        sr = self.ctx.sample_rate
-        seg = M.segments(binaural, sr, self.params.segment_s)
-        spec = M.stft(binaural)
-        spec_db = 20 * np.log10(np.abs(spec) + 1e-8)
-        fps = float(row.get("frame_fps") or 8.0)
-        traj_az = traj[:, 0].astype(float) if traj is not None and traj.ndim == 2 and traj.shape[0] else np.zeros(0)
-        return {"clip_id": str(row["clip_id"]), "label": row.get("label"), "times": seg.times_s,
-                "ild_db": np.where(seg.active, seg.ild_db, np.nan), "traj_t": np.arange(traj_az.size) / fps,
-                "traj_az": traj_az, "duration_s": binaural.shape[1] / sr, "lateral_agree": row.get("lateral_agree"),
-                "spec_l_db": spec_db[0], "spec_r_db": spec_db[1]}
-
-    # -- downmix quality ----------------------------------------------------------------------------------
-    def downmix_quality(self, merged: list[dict], preflight: dict, config: dict) -> dict:
-        mode = self.params.downmix_quality
-        backend = self.downmix_backend or (quality_backend(merged, preflight) if mode == "auto" else mode)
-        if mode == "off":
-            return {"backend": backend, "skipped": "downmix_quality is off"}
-        chosen = merged[: self.params.downmix_max_clips] if self.params.downmix_max_clips else merged
-        if not chosen:
-            return {"backend": backend, "skipped": "no clips"}
-        scorer = self.downmix_scorer
-        if scorer is None:
-            try:
-                scorer = self._builtin_scorer(backend, config)
-            except Exception as exc:  # noqa: BLE001 - any loading problem is reported, never fatal
-                return {"backend": backend, "skipped": f"{backend} scorer unavailable: {type(exc).__name__}: {exc}"}
-        scores = []
-        for start in range(0, len(chosen), 16):  # bounded memory: 16 clips of audio at a time
-            wavs = []
-            for row in chosen[start : start + 16]:
-                binaural, _ = self._load(row)
-                wavs.append(binaural.astype(np.float32).mean(axis=0))
-            scores.extend(scorer(wavs))
-        return {"backend": backend, "scores": scores}
-
-    @staticmethod
-    def _builtin_scorer(backend: str, config: dict) -> Callable[[list[np.ndarray]], list[dict]]:
-        if backend == "dsp":
-            from audioquality.dsp import dsp_scores
-
-            return lambda wavs: [dsp_scores(w) for w in wavs]
-        if backend == "audiobox":
-            from audioquality.audiobox import AudioboxScorer, find_checkpoint
-
-            quality = ((config.get("stages") or {}).get("quality") or {})
-            source = find_checkpoint(quality.get("checkpoint") or None, allow_download=False)
-            model = AudioboxScorer(source, num_threads=2)
-            return lambda wavs: [{f"aes_{k.lower()}": v for k, v in s.items()} for s in model.score(wavs)]
-        raise ValueError(f"no scorer for backend {backend!r}")

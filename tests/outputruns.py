@@ -135,6 +135,9 @@ def build_run(root: str, clips=CLIPS, stats: bool = True) -> tuple[RunContext, l
             "az_mean_deg": float(np.mean(path)) if path else None,
             "az_start_deg": path[0] if path else None, "az_end_deg": path[1] if path else None,
             "el_mean_deg": 0.0 if path else None, "loc_confidence": 0.9 if path else None,
+            "traj_path": f"work/localize/{clip_id}/traj.npy" if path else None,
+            "spatial_path": f"work/localize/{clip_id}/spatial.npy" if path else None,
+            "binaural_path": f"work/convert/{clip_id}/binaural.npy",
         }
         rows.append(row)
     if stats:
@@ -159,3 +162,62 @@ def copy_run(ctx: RunContext, rows: list[dict], dest: str) -> tuple[RunContext, 
     shutil.copytree(root, dest)
     new_rows = [{**r, "video": r["video"].replace(root, dest)} for r in rows]
     return RunContext(out=os.path.join(dest, "out"), media_root=os.path.join(dest, "media")), new_rows
+
+
+def pack(ctx: RunContext, rows: list[dict], return_rows: bool = False, **settings):
+    """package (per clip, as a worker would) then shard (the global packing), as the runner chains them.
+
+    `settings` go to whichever of the two stages has them. Returns one dict per input row: the shard
+    location, or {"_error": reason} from the stage that failed it (and, with return_rows, the rows as
+    package left them, which `shard_only` packs again).
+    """
+    import dataclasses
+
+    from stages.package import PackageStage
+    from stages.shard import ShardStage
+
+    package_keys = {f.name for f in dataclasses.fields(PackageStage.Params)}
+    package = PackageStage(PackageStage.params_from({k: v for k, v in settings.items() if k in package_keys}), ctx)
+    shard = ShardStage(ShardStage.params_from({k: v for k, v in settings.items() if k not in package_keys}), ctx)
+    ctx.extra["stage_params"] = {"package": package.params}
+    package.setup()
+    staged = package.measure(rows)
+    good = [i for i, m in enumerate(staged) if "_error" not in m]
+    packed = shard.run_global([{**rows[i], **staged[i]} for i in good]) if good else []
+    out = [dict(m) for m in staged]
+    for i, result in zip(good, packed):
+        out[i] = result
+    return (out, [{**rows[i], **staged[i]} for i in good]) if return_rows else out
+
+
+def shard_only(ctx: RunContext, packaged: list[dict], **settings) -> list[dict]:
+    """The global packing alone over rows package already staged (a rerun with package done)."""
+    from stages.shard import ShardStage
+
+    return ShardStage(ShardStage.params_from(settings), ctx).run_global(packaged)
+
+
+def validate_run(ctx: RunContext, rows: list[dict], **settings) -> list[dict]:
+    """validate per clip (as a worker would, after the driver's preflight), its manifest, then the
+    run-level publish step (report and card), as the runner chains them. Returns validate's results."""
+    from manifests.io import write_rows
+    from output.publish import publish
+    from stages.validate import ValidateStage
+
+    params = ValidateStage.params_from(settings)
+    stats_path = os.path.join(ctx.out, "stats.json")
+    stats = json.load(open(stats_path)) if os.path.exists(stats_path) else None
+    preflight = dict((stats or {}).get("preflight") or {})
+    preflight["validate"] = ValidateStage.preflight(params, None, preflight)
+    if stats is not None:
+        with open(stats_path, "w") as fh:
+            json.dump({**stats, "preflight": preflight}, fh)
+    ctx.extra["preflight"] = preflight
+    stage = ValidateStage(params, ctx)
+    stage.setup()
+    out = stage.measure(rows)
+    manifest = [{**r, "status": "failed", "reason": m["_error"]} if "_error" in m else
+                {**r, **m, "status": "kept", "reason": ""} for r, m in zip(rows, out)]
+    write_rows(os.path.join(ctx.out, "manifests", "validate", "chunk-00000.parquet"), manifest)
+    publish(ctx.out)
+    return out

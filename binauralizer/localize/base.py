@@ -26,7 +26,7 @@ from typing import Callable, Protocol, runtime_checkable
 
 import numpy as np
 
-SAMPLE_RATE = 16000
+from binauralizer.constants import SAMPLE_RATE  # noqa: E402
 
 
 @runtime_checkable
@@ -84,20 +84,10 @@ def normalise_clip(maps: np.ndarray) -> np.ndarray:
 
 
 def atomic_write_npy(path: str, array: np.ndarray) -> None:
-    """np.save through a temp file + rename (no half-written file after a kill)."""
-    import tempfile
+    """np.save through the project's one atomic writer (manifests.io)."""
+    from manifests.io import atomic_save_npy
 
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, array, allow_pickle=False)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_save_npy(path, array)
 
 
 def check_inputs(frames: np.ndarray, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

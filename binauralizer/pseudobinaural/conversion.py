@@ -98,7 +98,7 @@ class UNetConverter:
                 gain = TARGET_RMS / max(float(np.sqrt(np.mean(w.astype(np.float64) ** 2))), 1e-6)
                 wins.append(w * np.float32(gain))
                 gains.append(gain)
-                frames.append(self._frame_tensor(frame_at(clip.frames, clip.fps, (s + WINDOW / 2) / 16000)))
+                frames.append(self._frame_tensor(frame_at(clip.frames, clip.fps, (s + WINDOW / 2) / unet_mod.SAMPLE_RATE)))
             # Always a full batch (zero-padded): the same window then gives the same bytes whatever
             # clips it is batched with (kernels pick their blocking from the batch shape).
             pad = self.batch_size - len(chunk)

@@ -9,12 +9,9 @@ checkpoint and produces exactly the losses an uninterrupted run would have produ
 from __future__ import annotations
 
 import dataclasses
-import glob
 import hashlib
 import json
 import os
-import re
-import tempfile
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -22,6 +19,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from binauralizer import torchtrain
 from binauralizer.pseudobinaural import unet as unet_mod
 from binauralizer.pseudobinaural.pseudo_pairs import PairConfig, PseudoPairGenerator, collate
 
@@ -43,6 +41,9 @@ class TrainConfig:
     freeze_visual: bool = True
     apnet: bool = False
     hrir: str = "kemar,sonicom-1"  # one set or several, comma-separated (each scene draws one)
+    fov_deg: float = 120.0  # camera field of view of the pseudo pairs' canvas (the run's spatial.fov_deg)
+    sh_order: int = 1  # the `paper` target's SH order
+    decoder: str = "lsq"
     target: str = "direct"  # pseudo-pair rendering: direct | sh4 | paper (first order, 8 speakers)
     input: str = "mono"  # network input in training: mono (as at conversion) | downmix (the paper's L + R)
     background: str = "frame"  # pseudo-pair canvas: frame (another clip's full frame) | black (the paper's)
@@ -58,6 +59,7 @@ class TrainConfig:
 
     def pair_config(self) -> PairConfig:
         return PairConfig(moving_prob=self.moving_prob, camera_rotation_prob=self.camera_rotation_prob,
+                          fov=self.fov_deg / 180.0, sh_order=self.sh_order, decoder=self.decoder,
                           target=self.target, input=self.input, background=self.background)
 
     def fingerprint(self) -> str:
@@ -112,12 +114,7 @@ def _set_lr(opt: torch.optim.Optimizer, cfg: TrainConfig, step: int) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def _atomic_write_text(path: str, text: str) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+_atomic_write_text = torchtrain.atomic_write_text
 
 
 def checkpoint_dir(out_dir: str) -> str:
@@ -126,12 +123,7 @@ def checkpoint_dir(out_dir: str) -> str:
 
 def latest_checkpoint(out_dir: str, fingerprint: str, max_step: int | None = None) -> str | None:
     """Newest checkpoint of this training identity, at most `max_step` (others are never resumed)."""
-    found = []
-    for path in glob.glob(os.path.join(checkpoint_dir(out_dir), f"{fingerprint}_step*.pt")):
-        m = re.search(r"_step(\d+)\.pt$", path)
-        if m and (max_step is None or int(m.group(1)) <= max_step):
-            found.append((int(m.group(1)), path))
-    return max(found)[1] if found else None
+    return torchtrain.latest_checkpoint(checkpoint_dir(out_dir), fingerprint, max_step)
 
 
 def write_loss_curve(out_dir: str, history: list[dict], png: bool = True) -> None:
@@ -160,11 +152,11 @@ def write_loss_curve(out_dir: str, history: list[dict], png: bool = True) -> Non
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, metadata={"Software": None})
+    from manifests.io import atomic_path
+
+    with atomic_path(os.path.join(out_dir, "loss_curve.png")) as tmp:
+        fig.savefig(tmp, format="png", metadata={"Software": None})
     plt.close(fig)
-    os.replace(tmp, os.path.join(out_dir, "loss_curve.png"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -181,8 +173,11 @@ def load_hrirs(name: str):
 
 
 def train(cfg: TrainConfig, pool, out_dir: str, hrirs=None, device: str | torch.device = "cpu",
-          rank: int = 0, world_size: int = 1, log: Callable[[str], None] | None = None) -> dict:
+          rank: int = 0, world_size: int = 1, log: Callable[[str], None] | None = None,
+          progress: Callable[..., None] | None = None) -> dict:
     """Train (or resume) to `cfg.steps`; rank 0 writes checkpoints, model.pt and the loss curve.
+
+    `progress(done_steps, total_steps, "step", loss=...)` is called on rank 0 after every step.
 
     When torch.distributed is initialised (Ray Train or torchrun) the model is wrapped in DDP and
     each rank renders its slice of every global batch.
@@ -230,6 +225,8 @@ def train(cfg: TrainConfig, pool, out_dir: str, hrirs=None, device: str | torch.
         done = step + 1
         if rank == 0 and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
             _save_checkpoint(out_dir, fp, model, opt, done, history, cfg)
+        if progress and rank == 0:
+            progress(done, cfg.steps, "step", loss=history[-1]["total"])
         if log and rank == 0 and (done % max(1, cfg.steps // 10) == 0):
             log(f"train_unet step {done}/{cfg.steps} loss {history[-1]['total']:.4f}")
     elapsed = time.perf_counter() - t0
@@ -251,13 +248,11 @@ def _jsonable(cfg: TrainConfig) -> dict:
 
 
 def _save_checkpoint(out_dir, fp, model, opt, step, history, cfg) -> None:
-    path = os.path.join(checkpoint_dir(out_dir), f"{fp}_step{step:08d}.pt")
-    unet_mod.atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                        "history": history, "config": _jsonable(cfg)}, path)
+    path = torchtrain.checkpoint_path(checkpoint_dir(out_dir), fp, step)
+    torchtrain.atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                                  "history": history, "config": _jsonable(cfg)}, path)
     write_loss_curve(out_dir, history, png=False)
-    old = sorted(glob.glob(os.path.join(checkpoint_dir(out_dir), f"{fp}_step*.pt")))[: -cfg.keep_checkpoints]
-    for p in old:
-        os.unlink(p)
+    torchtrain.prune_checkpoints(checkpoint_dir(out_dir), fp, cfg.keep_checkpoints)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -265,17 +260,11 @@ def _save_checkpoint(out_dir, fp, model, opt, step, history, cfg) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def _ray_worker_loop(loop_config: dict) -> None:
-    import ray.train
-    import ray.train.torch
-
-    ctx = ray.train.get_context()
-    cfg = TrainConfig(**{**loop_config["config"], "frame_size": tuple(loop_config["config"]["frame_size"])})
-    pool = loop_config["pool_factory"]()
-    device = ray.train.torch.get_device()
-    result = train(cfg, pool, loop_config["out_dir"], device=device, rank=ctx.get_world_rank(),
-                   world_size=ctx.get_world_size())
-    ray.train.report({k: v for k, v in result.items() if isinstance(v, (int, float)) and v is not None})
+def _ray_train(config: dict, pool_factory: Callable[[], list], out_dir: str, device=None) -> dict:
+    """One Ray Train worker (torchtrain.launch_ray has set up the process group)."""
+    cfg = TrainConfig(**{**config, "frame_size": tuple(config["frame_size"])})
+    rank, world_size = torchtrain.dist_info()
+    return train(cfg, pool_factory(), out_dir, device=device, rank=rank, world_size=world_size)
 
 
 def train_with_ray(cfg: TrainConfig, pool_factory: Callable[[], list], out_dir: str, num_workers: int,
@@ -286,19 +275,9 @@ def train_with_ray(cfg: TrainConfig, pool_factory: Callable[[], list], out_dir: 
     read where the worker runs, not shipped through the driver). `out_dir` must be visible to
     every worker (the run folder on shared storage); rank 0 writes checkpoints and the model.
     """
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
-
-    trainer = TorchTrainer(
-        _ray_worker_loop,
-        train_loop_config={"config": _jsonable(cfg), "pool_factory": pool_factory, "out_dir": os.path.abspath(out_dir)},
-        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
-        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-        run_config=RunConfig(name=f"train_unet_{cfg.fingerprint()}",
-                             storage_path=storage_path or os.path.join(os.path.abspath(out_dir), "ray_results")),
-    )
-    result = trainer.fit()
-    if result.error:
-        raise result.error
+    out_dir = os.path.abspath(out_dir)
+    torchtrain.launch_ray(_ray_train, (_jsonable(cfg), pool_factory, out_dir), {}, num_workers=num_workers,
+                          use_gpu=use_gpu, name=f"train_unet_{cfg.fingerprint()}",
+                          storage_path=storage_path or os.path.join(out_dir, "ray_results"))
     with open(os.path.join(out_dir, "train_summary.json")) as fh:  # written by rank 0
         return json.load(fh)

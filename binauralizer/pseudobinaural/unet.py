@@ -19,8 +19,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from binauralizer.pseudobinaural.backbones import IMAGENET_MEAN, IMAGENET_STD, build_backbone
+from binauralizer.torchtrain import atomic_torch_save
 
-SAMPLE_RATE = 16000
+from binauralizer.constants import SAMPLE_RATE  # noqa: E402
 N_FFT, HOP, WIN = 512, 160, 400
 WINDOW_SAMPLES = 10080  # 0.63 s: 64 STFT frames
 LEVELS = (64, 128, 256, 512, 512)
@@ -248,17 +249,6 @@ def save_model(model: AudioVisualUNet, path: str) -> None:
     file, so saving to a random temporary name would make identical weights differ in bytes.
     """
     atomic_torch_save({"config": model.config.to_dict(), "state_dict": model.state_dict()}, path)
-
-
-def atomic_torch_save(obj, path: str) -> None:
-    """torch.save through memory and a rename: never half-written, same object -> same bytes."""
-    import io
-
-    from manifests.io import atomic_write_bytes
-
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
 
 
 def load_model(path: str, device: str | torch.device = "cpu") -> AudioVisualUNet:

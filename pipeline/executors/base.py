@@ -24,6 +24,20 @@ class StageSpec:
         return stage
 
 
+def worker_id() -> str:
+    """host:pid of this process: recorded in each chunk's completion marker."""
+    import os
+    import socket
+
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def tagged(results: list[dict]) -> list[dict]:
+    """Results marked with the process that measured them (the runner moves it to the marker)."""
+    me = worker_id()
+    return [{**r, "_worker": me} for r in results]
+
+
 def error_reason(exc: BaseException) -> str:
     if isinstance(exc, StageError):
         return str(exc)

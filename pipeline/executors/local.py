@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.executors.base import Executor, StageSpec, measure_safely
+from pipeline.executors.base import Executor, StageSpec, measure_safely, tagged
 
 
 class LocalExecutor(Executor):
@@ -13,4 +13,4 @@ class LocalExecutor(Executor):
             return
         stage = spec.build()
         for index, rows in enumerate(batches):
-            yield index, measure_safely(stage, rows)
+            yield index, tagged(measure_safely(stage, rows))

@@ -14,13 +14,13 @@ import logging
 import os
 from collections import deque
 
-from pipeline.executors.base import Executor, StageSpec, measure_safely
+from pipeline.executors.base import Executor, StageSpec, measure_safely, tagged
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _run_batch(spec: StageSpec, rows: list[dict]) -> list[dict]:
-    return measure_safely(spec.build(), rows)
+    return tagged(measure_safely(spec.build(), rows))
 
 
 class _StageActor:
@@ -28,7 +28,7 @@ class _StageActor:
         self.stage = spec.build()
 
     def measure(self, rows: list[dict]) -> list[dict]:
-        return measure_safely(self.stage, rows)
+        return tagged(measure_safely(self.stage, rows))
 
 
 class RayExecutor(Executor):

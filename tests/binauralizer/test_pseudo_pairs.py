@@ -142,6 +142,7 @@ def test_pool_from_a_run_folder(tmp_path, kemar):
     heat[:, 1, 1] = 1.0
     (tmp_path / "work" / "localize" / src[0].clip_id).mkdir(parents=True)
     np.save(tmp_path / "work" / "localize" / src[0].clip_id / "heatmap.npy", heat)
+    rows[0]["heatmap_path"] = f"work/localize/{src[0].clip_id}/heatmap.npy"  # what localize writes into its row
     pool, problems = load_pool(ctx, rows)
     assert [c.clip_id for c in pool] == [c.clip_id for c in src]
     assert problems[0]["clip_id"] == "gone" and "ingest" in problems[0]["reason"]

@@ -95,3 +95,15 @@ def test_two_ray_train_workers_with_gloo_ddp_match_one_process(tmp_path):
     single, ddp = _history(tmp_path / "single"), _history(tmp_path / "ddp")
     # the same global batch split over two ranks, gradients averaged: the same losses up to rounding
     assert np.allclose([h["total"] for h in ddp], [h["total"] for h in single], rtol=1e-4)
+
+
+def test_progress_reports_every_step_with_its_loss(tmp_path, one_torch_thread):
+    from binauralizer.testing import synthetic_pool
+
+    calls = []
+    cfg = dataclasses.replace(MICRO, steps=3)
+    training.train(cfg, synthetic_pool(4, seed=0, seconds=1.0), str(tmp_path),
+                   progress=lambda done, total, unit, **values: calls.append((done, total, unit, values["loss"])))
+    history = _history(tmp_path)
+    assert [(d, t, u) for d, t, u, _ in calls] == [(1, 3, "step"), (2, 3, "step"), (3, 3, "step")]
+    assert [loss for *_, loss in calls] == [h["total"] for h in history]

@@ -1,4 +1,6 @@
-"""The validation report and dataset card: rendered from a real run folder, checked without a browser."""
+"""The validation report and dataset card of a real run folder (real ffmpeg media, KEMAR renderings, shards):
+the page's tables and files, the page in headless Chromium, the card's YAML, and `load_dataset(OUT)` in a
+fresh virtual environment with only `datasets` installed."""
 
 from __future__ import annotations
 
@@ -12,7 +14,6 @@ import pytest
 
 from output.card import card_text
 from output.report import PAPER_ROWS, TABLE_COLUMNS, build_table, write_report
-from stages.validate import ValidateStage
 
 
 
@@ -57,9 +58,13 @@ class Page(HTMLParser):
 
 @pytest.fixture(scope="module")
 def validated(tmp_path_factory):
+    from output.publish import publish
+
     ctx, rows = outputruns.build_run(str(tmp_path_factory.mktemp("run")))
-    stage = ValidateStage(ValidateStage.params_from({"report_clips": 2}), ctx)
-    out = stage.run_global(rows)
+    out = outputruns.validate_run(ctx, rows, report_clips=2)
+    packed = outputruns.pack(ctx, [{**r, **m} for r, m in zip(rows, out)], max_shard_bytes=1 << 20)
+    assert all("shard" in p for p in packed), packed
+    publish(ctx.out)  # again, as the runner does after the shards: the card and report see them
     page = Page()
     with open(os.path.join(ctx.out, "report", "index.html"), encoding="utf-8") as fh:
         page.feed(fh.read())
@@ -91,7 +96,8 @@ def test_report_is_static_and_its_images_exist(validated):
         path = os.path.join(report, src)
         with open(path, "rb") as fh:
             head = fh.read(8)
-        assert head == b"\x89PNG\r\n\x1a\n" and os.path.getsize(path) > 5000, src
+        no_data = src in ("plots/filters.png", "plots/loss_curve.png")  # this folder has no filter stage, no training
+        assert head == b"\x89PNG\r\n\x1a\n" and os.path.getsize(path) > (1000 if no_data else 5000), src
 
 
 def test_report_says_which_backend_scored_and_shows_the_funnel(validated):
@@ -114,11 +120,16 @@ def test_clip_metrics_file_and_card(validated):
     by_id = {m["clip_id"]: m for m in metrics}
     assert by_id["clipA_w0"]["ild_broadband_db"] > 3 and by_id["clipA_w1"]["ild_broadband_db"] < -3
     card = open(os.path.join(ctx.out, "README.md"), encoding="utf-8").read()
-    assert card.startswith("---\npretty_name: \"tiny-binaural\"")
-    for needle in ("CC BY 4.0 (test)", "4 clips", "test 2, train 2", "wds.WebDataset", "load_dataset(\"webdataset\"",
-                   "**Scored by the `dsp` backend, NOT by Audiobox Aesthetics.**", "| Binaural (this dataset",
-                   "report_clips=2", "<key>.traj.npy"):
+    assert card.startswith("---\nlicense: cc-by-4.0\n") and "\npretty_name: tiny-binaural\n" in card
+    for needle in ("CC BY 4.0 (test).", "| test | 2 | 0.01 | 2 |", "| train | 2 | 0.01 | 2 |", "wds.WebDataset",
+                   'ds = load_dataset("path/to/this/folder")', "| Binaural (this dataset", '"report_clips": 2',
+                   "`<key>.traj.npy`", "| 3: `S_LR` |", "NO audio track", "@article{wang2026spatialv2a",
+                   "@inproceedings{chen2020vggsound", "@inproceedings{xu2021pseudobinaural", "@article{gardner1995kemar",
+                   "## Uses", "## Out-of-scope uses", "## Personal and sensitive information",
+                   "the MIT KEMAR dummy head", "lateral consistency: 100 % of the 3 clips", "binauralize 0.1.0 on 20"):
         assert needle in card, needle
+    assert card.count("not** by Audiobox Aesthetics") == 1 and card.count("checkpoint") == 1  # said once
+    assert ctx.out not in card and "/tmp" not in card and "/root" not in card and "/home" not in card
     assert json.load(open(os.path.join(ctx.out, "report", "table.json")))["columns"] == list(TABLE_COLUMNS)
 
 
@@ -137,3 +148,106 @@ def test_report_without_stats_or_config(tmp_path):
     assert card_text(rows, table).count("Audiobox") >= 1
     empty = write_report(str(tmp_path / "empty"), [], build_table([], None))
     assert os.path.getsize(empty) > 0
+
+
+def test_card_yaml_is_what_the_hub_and_datasets_read(validated):
+    from datasets import Features
+    from datasets.info import DatasetInfosDict
+    from datasets.utils.metadata import MetadataConfigs
+    from huggingface_hub import DatasetCard
+
+    from output.sample_schema import feature_list, hf_features
+
+    ctx, _, _, _ = validated
+    card = DatasetCard.load(os.path.join(ctx.out, "README.md"))
+    data = card.data.to_dict()
+    assert data["license"] == "cc-by-4.0" and data["task_categories"] == ["audio-to-audio"]
+    assert data["size_categories"] == ["n<1K"] and data["source_datasets"] == ["original"]
+    configs = MetadataConfigs.from_dataset_card_data(card.data)
+    assert configs["default"]["data_files"] == [{"split": "test", "path": "shards/test-*.tar"},
+                                                {"split": "train", "path": "shards/train-*.tar"}]
+    info = DatasetInfosDict.from_dataset_card_data(card.data)["default"]
+    assert info.features == hf_features() and Features._from_yaml_list(feature_list()) == info.features
+    assert {s.name: s.num_examples for s in info.splits.values()} == {"test": 2, "train": 2}
+    assert card.text.count("## Citation") == 1 and card.text.count("## Licence") == 1
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("CC0-1.0 (synthetic clips generated by the project)", {"license": "cc0-1.0"}),
+    ("cc-by-4.0", {"license": "cc-by-4.0"}),
+    ("CC BY 4.0 (VGGSound annotations); audio and video inherit the licences of the YouTube sources",
+     {"license": "other", "license_name": "cc-by-4.0-vggsound-annotations-audio"}),
+    ("", {"license": "other", "license_name": "unspecified"}),
+])
+def test_licence_text_to_hub_metadata(text, expected):
+    from output.card import licence_metadata
+
+    assert licence_metadata(text) == expected
+
+
+def test_report_in_headless_chromium(validated):
+    """Every image and audio player loads, and nothing sticks out of a 1024 px wide page."""
+    from browser import open_page
+
+    ctx, _, _, _ = validated
+    found = open_page(os.path.join(ctx.out, "report", "index.html"), width=1024)
+    assert len(found["images"]) == 11 and all(i["ok"] for i in found["images"]), found["images"]
+    assert len(found["audios"]) == 4, found["audios"]  # 2 clips: binaural and mono
+    assert all(a["ok"] and abs(a["duration"] - 10.0) < 0.01 for a in found["audios"]), found["audios"]
+    assert found["scroll_width"] <= found["client_width"] and found["sticking_out"] == [], found
+    assert {"../README.md", "../shards/"} <= set(found["links"])
+
+
+def test_filter_views_show_kept_and_dropped_with_the_threshold(tmp_path):
+    from manifests.io import write_rows
+    from output.publish import filter_views
+    from output.report import plot_filters
+
+    out = str(tmp_path)
+    write_rows(os.path.join(out, "manifests", "silence", "chunk-00000.parquet"), [
+        {"clip_id": c, "status": s, "reason": "", "silent_fraction": f}
+        for c, s, f in (("a", "kept", 0.1), ("b", "kept", 0.5), ("c", "dropped", 0.9), ("d", "failed", None))])
+    views = filter_views(out, {"stages": {"silence": {"max_silent_fraction": 0.8}}})
+    assert views == [{"stage": "silence", "column": "silent_fraction", "label": "silent fraction",
+                      "kept": [0.1, 0.5], "dropped": [0.9], "threshold": 0.8}]
+    path = os.path.join(out, "filters.png")
+    plot_filters(views, path)
+    assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_load_dataset_reads_every_split_in_a_fresh_environment(validated, tmp_path):
+    """A machine without this project: a new venv with only `datasets`, then load_dataset(OUT)."""
+    import subprocess
+    import sys
+
+    ctx, rows, _, _ = validated
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    pip = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--no-compile", "--disable-pip-version-check",
+                          "datasets==5.2.0"], capture_output=True, text=True, timeout=900)
+    assert pip.returncode == 0, pip.stderr[-2000:]
+    script = (
+        "import json, sys\n"
+        "from datasets import load_dataset\n"
+        "ds = load_dataset(sys.argv[1], cache_dir=sys.argv[2])\n"
+        "out = {}\n"
+        "for split, d in ds.items():\n"
+        "    s = d[0]\n"
+        "    out[split] = {'rows': d.num_rows, 'keys': sorted(d['__key__']), 'flac': s['flac'][:4].decode('latin1'),\n"
+        "                  'mp4': s['mp4'][4:8].decode('latin1'), 'traj': [len(s['traj.npy']), len(s['traj.npy'][0]) if s['traj.npy'] else 0],\n"
+        "                  'spatial_cols': len(s['spatial.npy'][0]) if s['spatial.npy'] else 0,\n"
+        "                  'json': s['json']}\n"
+        "print(json.dumps(out))\n"
+    )
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    result = subprocess.run([str(venv / "bin" / "python"), "-c", script, ctx.out, str(tmp_path / "cache")],
+                            capture_output=True, text=True, timeout=600, env=env, cwd=str(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    assert {s: f["keys"] for s, f in found.items()} == {"test": ["clipB_w0", "clipB_w1"], "train": ["clipA_w0", "clipA_w1"]}
+    for split, f in found.items():
+        assert f["flac"] == "fLaC" and f["mp4"] == "ftyp"
+        assert f["json"]["split"] == split and f["json"]["sample_rate"] == 16000
+    assert found["test"]["traj"] == [80, 3] and found["test"]["spatial_cols"] == 5
+    assert found["test"]["json"]["spatial_caption"] == "on the left, moving to the right"

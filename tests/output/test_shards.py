@@ -18,9 +18,10 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
+from manifests.io import is_temp
 from output.shards import Entry, ShardWriter, plan_shards, sample_size, tar_size
+import outputruns
 from outputruns import build_run, copy_run
-from stages.shard import ShardStage
 from stages.validate import ValidateStage
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -31,8 +32,7 @@ def run_stages(ctx, rows, **shard_settings):
     validate = ValidateStage(ValidateStage.params_from({}), ctx)
     rows = [{**r, **{k: v for k, v in validate.clip_metrics(r).items() if k in ValidateStage.writes}}
             for r in rows]
-    stage = ShardStage(ShardStage.params_from({"max_shard_bytes": 1 << 20, **shard_settings}), ctx)
-    return rows, stage.run_global(rows)
+    return rows, outputruns.pack(ctx, rows, max_shard_bytes=1 << 20, **shard_settings)
 
 
 def digests(shard_dir: str) -> dict[str, str]:
@@ -90,17 +90,21 @@ def test_byte_identical_rebuild_and_rerun_skips(sharded, tmp_path):
     before = digests(os.path.join(ctx.out, "shards"))
     # a fresh copy of the run folder without shards or staging, at another path
     fresh_ctx, fresh_rows = copy_run(ctx, rows, str(tmp_path / "copy"))
-    for sub in ("shards", "work/shard"):
+    for sub in ("shards", "work/package"):
         subprocess.run(["rm", "-rf", os.path.join(fresh_ctx.out, sub)], check=True)
-    stage = ShardStage(ShardStage.params_from({"max_shard_bytes": 1 << 20}), fresh_ctx)
-    stage.run_global(fresh_rows)
+    _, packaged = outputruns.pack(fresh_ctx, fresh_rows, return_rows=True, max_shard_bytes=1 << 20)
     assert digests(os.path.join(fresh_ctx.out, "shards")) == before
-    # a rerun in place writes nothing: staging was released, every shard is complete
+    # a rerun of shard writes nothing: staging was released, every shard is complete
     mtimes = {p: os.stat(p).st_mtime_ns for p in glob.glob(os.path.join(fresh_ctx.out, "shards", "*.tar"))}
-    assert not os.path.exists(os.path.join(fresh_ctx.out, "work", "shard", "clipA_w0"))
-    stage.run_global(fresh_rows)
+    assert not os.path.exists(os.path.join(fresh_ctx.out, "work", "package", "clipA_w0"))
+    outputruns.shard_only(fresh_ctx, packaged, max_shard_bytes=1 << 20)
     assert {p: os.stat(p).st_mtime_ns for p in mtimes} == mtimes
-    assert not os.path.exists(os.path.join(fresh_ctx.out, "work", "shard", "clipA_w0"))  # nothing restaged
+    assert not os.path.exists(os.path.join(fresh_ctx.out, "work", "package", "clipA_w0"))  # nothing restaged
+    # a new shard plan after the staging was released: shard stages the members again, same bytes
+    reshard = outputruns.shard_only(fresh_ctx, packaged, max_shard_bytes=4 << 20)
+    assert [o["shard_index"] for o in reshard] == [0, 1, 0, 1]
+    direct = outputruns.pack(fresh_ctx, fresh_rows, max_shard_bytes=4 << 20)
+    assert direct == reshard
 
 
 def test_changed_clip_rewrites_only_its_shard_and_bigger_shards_remove_stale(sharded, tmp_path):
@@ -109,16 +113,14 @@ def test_changed_clip_rewrites_only_its_shard_and_bigger_shards_remove_stale(sha
     shard_dir = os.path.join(ctx2.out, "shards")
     before = digests(shard_dir)
     rows2 = [{**r, "label": "cat meowing"} if r["clip_id"] == "clipB_w1" else r for r in rows2]
-    stage = ShardStage(ShardStage.params_from({"max_shard_bytes": 1 << 20}), ctx2)
-    out = stage.run_global(rows2)
+    out = outputruns.pack(ctx2, rows2, max_shard_bytes=1 << 20)
     after = digests(shard_dir)
     assert [k for k in before if before[k] != after[k]] == ["test-000001.tar"]
     with tarfile.open(os.path.join(shard_dir, "test-000001.tar")) as tar:
         assert json.load(tar.extractfile("clipB_w1.json"))["caption"] == "The sound of a cat meowing."
     assert out[3] == {"shard": "test-000001.tar", "shard_index": 0}
     # 4 MiB shards: one per split; the old -000001 files disappear, nothing is duplicated
-    stage = ShardStage(ShardStage.params_from({"max_shard_bytes": 4 << 20}), ctx2)
-    out = stage.run_global(rows2)
+    out = outputruns.pack(ctx2, rows2, max_shard_bytes=4 << 20)
     assert sorted(os.listdir(shard_dir)) == sorted(
         [f"{s}-000000.{e}" for s in ("test", "train") for e in ("tar", "parquet", "stats.json")]
         + ["index.parquet", "sizes.json"])
@@ -128,7 +130,7 @@ def test_changed_clip_rewrites_only_its_shard_and_bigger_shards_remove_stale(sha
 
 
 def test_flac_and_npy_bytes_are_deterministic():
-    from stages.shard import flac_bytes, npy_bytes
+    from stages.package import flac_bytes, npy_bytes
 
     x = np.random.default_rng(0).uniform(-1.2, 1.2, (2, 16000)).astype(np.float32)
     a, clipped = flac_bytes(x, 16000, "PCM_16")
@@ -216,7 +218,8 @@ def test_kill_during_writing_then_rerun(tmp_path):
     proc.wait()
 
     left = sorted(os.listdir(killed))
-    assert "train-000002.tar.tmp" in left  # the half-written shard is only under its temp name
+    temps = [f for f in left if is_temp(f)]  # the half-written shard is only under its temp name
+    assert len(temps) == 1 and temps[0].startswith(".tmp-") and temps[0].endswith("-train-000002.tar")
     assert "train-000002.tar" not in left and "train-000002.stats.json" not in left
     for path in glob.glob(str(killed / "*.tar")):  # every visible tar is complete and whole
         name = os.path.basename(path)
@@ -225,8 +228,8 @@ def test_kill_during_writing_then_rerun(tmp_path):
 
     result = ShardWriter(str(killed), max_shard_bytes=100_000).write(synthetic_entries())
     assert digests(str(killed)) == expected
-    assert not [f for f in os.listdir(killed) if f.endswith(".tmp")]
-    assert "train-000002.tar.tmp" in result.removed
+    assert not [f for f in os.listdir(killed) if is_temp(f)]
+    assert temps[0] in result.removed
     assert result.skipped == ["train-000000", "train-000001"]  # completed before the kill: kept
     assert result.written[0] == "train-000002" and "valid-000000" in result.written
     names = sorted(digests(str(killed)))
@@ -306,7 +309,7 @@ def test_ray_reads_the_shards(sharded, ray_session):
 def test_hugging_face_datasets_reads_the_shards(sharded, tmp_path):
     from datasets import load_dataset
 
-    from output.card import hf_features
+    from output.sample_schema import hf_features
 
     ctx, _, _ = sharded
     files = {s: sorted(glob.glob(os.path.join(ctx.out, "shards", f"{s}-*.tar"))) for s in ("train", "test")}

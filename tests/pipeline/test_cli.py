@@ -28,9 +28,48 @@ def test_status_reports_chunks_and_counts(local_run):
     result = cli("status", "--out", out)
     assert result.returncode == 0, result.stderr
     lines = {line.split()[0]: line.split() for line in result.stdout.splitlines() if line.split()}
-    assert lines["ingest"][1:] == ["3/3", "0", "21", "0", "3"]
-    assert lines["silence"][1:] == ["3/3", "0", "17", "2", "0"]
+    assert lines["ingest"][1:] == ["3/3", "0", "0", "21", "0", "3"]  # done, pending, stale, kept, dropped, failed
+    assert lines["silence"][1:] == ["3/3", "0", "0", "17", "2", "0"]
+    assert "state: complete (no build running" in result.stdout
     assert cli("status", "--out", os.path.join(out, "nope")).returncode == 2
+
+
+def test_console_command_and_version():
+    import tomllib
+    from importlib.metadata import EntryPoint
+
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as fh:
+        project = tomllib.load(fh)["project"]
+    assert project["scripts"]["binauralize"] == "pipeline.cli:main"
+    main = EntryPoint("binauralize", project["scripts"]["binauralize"], "console_scripts").load()
+    code = ("import sys; sys.argv[0] = '/venv/bin/binauralize'; from importlib.metadata import EntryPoint; "
+            f"sys.exit(EntryPoint('binauralize', {project['scripts']['binauralize']!r}, 'x').load()())")
+    shown = subprocess.run([sys.executable, "-c", code, "--version"], cwd=ROOT, capture_output=True, text=True)
+    assert shown.returncode == 0 and shown.stdout.strip() == f"binauralize {project['version']}"
+    usage = subprocess.run([sys.executable, "-c", code, "status", "--help"], cwd=ROOT, capture_output=True, text=True)
+    assert usage.stdout.startswith("usage: binauralize status")
+    assert cli("--version").stdout.strip() == f"binauralize {project['version']}"  # python -m pipeline too
+    assert callable(main)
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["biuld", "--help"], "invalid choice: 'biuld' (choose from 'build', 'status', 'sample') (did you mean 'build'?)"),
+    (["build", "--config", "c", "--input", "i", "--out", "o", "--executor", "rya"], "(did you mean 'ray'?)"),
+])
+def test_typos_get_the_closest_valid_name(args, expected):
+    result = cli(*args)
+    assert result.returncode == 2 and expected in result.stderr
+
+
+def test_typo_in_a_stage_name_stops_before_any_work(tmp_path):
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("clip_id,video\na,a.mp4\n")
+    out = tmp_path / "o"
+    result = cli("build", "--config", "configs/sample.yaml", "--input", str(manifest), "--out", str(out),
+                 "--from", "silense")
+    assert result.returncode == 2
+    assert "error: --from silense: not a stage of this run (did you mean 'silence'?)" in result.stderr
+    assert not out.exists()
 
 
 def test_malformed_manifest_stops_before_any_work(tmp_path):

@@ -7,8 +7,10 @@ from binauralizer import metrics
 from binauralizer.testing import synthetic_pool
 from binauralizer.pseudobinaural.training import TrainConfig, train
 from runhelpers import write_ingested
-from stages.base import ConfigError, RunContext
-from stages.convert import ConvertStage
+from manifests.io import atomic_save_npy
+from stages.base import ConfigError, RunContext, Spatial, StageError
+from stages.convert import NO_TRAJECTORY, ConvertStage
+from stages.validate import ValidateStage
 
 
 def make_run(tmp_path, n=3):
@@ -38,6 +40,7 @@ def test_unet_mode_writes_binaural_and_is_deterministic(tmp_path):
     bad = {"clip_id": "broken", "source_id": "broken", "window_start": 0, "window_samples": 100}
     out = run_convert(ctx, rows[:2] + [bad] + rows[2:], window_batch=8)
     assert [o.get("conversion_mode") for o in out] == ["unet", "unet", None, "unet"]
+    assert out[0]["binaural_path"] == f"work/convert/{rows[0]['clip_id']}/binaural.npy"
     assert "broken" in out[2]["_error"] or "ingest" in out[2]["_error"]
     first = {r["clip_id"]: binaural(tmp_path, r["clip_id"]).tobytes() for r in rows}
     audio = np.load(tmp_path / "work" / "ingest" / rows[0]["clip_id"] / "audio.npy")
@@ -52,24 +55,75 @@ def test_unet_mode_writes_binaural_and_is_deterministic(tmp_path):
     assert all(binaural(tmp_path, r["clip_id"]).tobytes() == first[r["clip_id"]] for r in rows)
 
 
-def test_mono_and_sh_modes(tmp_path):
+def _traj(frames: int, az_start: float, az_end: float, dist_m: float = 1.0) -> np.ndarray:
+    az = np.linspace(az_start, az_end, frames)
+    return np.stack([az, np.zeros(frames), np.full(frames, dist_m)], 1).astype(np.float32)
+
+
+def with_traj(tmp_path, row, traj) -> dict:
+    """What localize leaves: the trajectory file and its path in the row."""
+    rel = f"work/localize/{row['clip_id']}/traj.npy"
+    atomic_save_npy(str(tmp_path / rel), traj)
+    return {**row, "traj_path": rel}
+
+
+def test_mono_sh_and_direct_modes(tmp_path):
     ctx, rows = make_run(tmp_path, n=2)
-    assert run_convert(ctx, rows, mode="mono") == [{"conversion_mode": "mono"}] * 2
+    assert run_convert(ctx, rows, mode="mono") == [
+        {"conversion_mode": "mono", "binaural_path": f"work/convert/{r['clip_id']}/binaural.npy"} for r in rows]
     m = binaural(tmp_path, rows[0]["clip_id"])
     audio = np.load(tmp_path / "work" / "ingest" / rows[0]["clip_id"] / "audio.npy")
     assert np.array_equal(m[0], m[1]) and np.allclose(m[0], audio, atol=1e-6)  # L = R = the source
     out = run_convert(ctx, rows, mode="sh")
-    assert "localize" in out[0]["_error"]
-    frames = 12  # 1.5 s at 8 fps: a source moving from +70 (left) to -70 degrees
-    traj = np.stack([np.linspace(70, -70, frames), np.zeros(frames), np.ones(frames)], 1).astype(np.float32)
-    for r in rows:
-        (tmp_path / "work" / "localize" / r["clip_id"]).mkdir(parents=True)
-        np.save(tmp_path / "work" / "localize" / r["clip_id"] / "traj.npy", traj)
-    assert run_convert(ctx, rows, mode="sh") == [{"conversion_mode": "sh"}] * 2
-    s = binaural(tmp_path, rows[1]["clip_id"])
-    assert metrics.broadband_ild_db(s[:, :4000]) > 2 and metrics.broadband_ild_db(s[:, -4000:]) < -2
+    assert out[0] == {"_error": NO_TRAJECTORY}
+    rows = [with_traj(tmp_path, r, _traj(12, 70, -70)) for r in rows]  # 1.5 s at 8 fps: left to right
+    for mode in ("sh", "direct"):
+        assert [o["conversion_mode"] for o in run_convert(ctx, rows, mode=mode)] == [mode] * 2
+        s = binaural(tmp_path, rows[1]["clip_id"])
+        assert metrics.broadband_ild_db(s[:, :4000]) > 2 and metrics.broadband_ild_db(s[:, -4000:]) < -2, mode
 
 
-def test_mode_is_validated():
-    with pytest.raises(ConfigError, match="mode"):
-        ConvertStage.params_from({"mode": "stereo"})
+def test_direct_mode_uses_distance_and_sh_does_not(tmp_path):
+    ctx, rows = make_run(tmp_path, n=1)
+    near, far = (with_traj(tmp_path, {**rows[0], "clip_id": name}, _traj(12, 30, 30, d))
+                 for name, d in (("near", 1.0), ("far", 3.0)))
+    for name in ("near", "far"):  # same audio under both ids
+        (tmp_path / "work" / "ingest" / name).mkdir()
+        (tmp_path / "work" / "ingest" / name / "audio.npy").write_bytes(
+            (tmp_path / "work" / "ingest" / rows[0]["clip_id"] / "audio.npy").read_bytes())
+    near, far = {**near, "source_id": "near"}, {**far, "source_id": "far"}
+    run_convert(ctx, [near, far], mode="sh")
+    assert binaural(tmp_path, "near").tobytes() == binaural(tmp_path, "far").tobytes()  # constant: ignored
+    run_convert(ctx, [near, far], mode="direct")
+    a, b = binaural(tmp_path, "far"), binaural(tmp_path, "near")
+    # 2 m further: (3 - 1) / 343 s = 93.3 samples later; the level is renormalised
+    lag = int(np.argmax(np.correlate(a[0, :8000], b[0, :8000], "full"))) - 7999
+    assert lag in (93, 94)
+
+
+def test_validate_reads_binaural_path_and_traj_path(tmp_path):
+    ctx, rows = make_run(tmp_path, n=1)
+    row = with_traj(tmp_path, rows[0], _traj(12, 60, -60))
+    row = {**row, **run_convert(ctx, [row], mode="sh")[0]}
+    validate = ValidateStage(ValidateStage.params_from({}), ctx)
+    measured = validate.clip_metrics(row)
+    assert measured["lateral_agree"] == 1.0  # ILD sign agrees with the trajectory off centre
+    direct = metrics.clip_metrics(binaural(tmp_path, row["clip_id"]), 16000, traj=_traj(12, 60, -60), traj_fps=8)
+    assert measured["ild_db"] == direct["ild_db"] and measured["ild_db"] > 3.0
+    with pytest.raises(StageError, match="rerun convert"):
+        validate.clip_metrics({**row, "binaural_path": "work/convert/gone/binaural.npy"})
+
+
+def test_preflight_names_the_hrir_set():
+    info = ConvertStage.preflight(ConvertStage.params_from({"mode": "sh"}), Spatial())
+    assert info["hrir"].endswith("MIT_KEMAR_normal_pinna.sofa") and info["directions"] == 710
+    with pytest.raises(ConfigError, match=r"spatial.hrir '/no/such.sofa'.*kemar, sonicom-1, sonicom-2"):
+        ConvertStage.preflight(ConvertStage.params_from({"mode": "direct"}), Spatial(hrir="/no/such.sofa"))
+    assert ConvertStage.preflight(ConvertStage.params_from({}), Spatial(hrir="/no/such.sofa")) == {"mode": "unet"}
+
+
+@pytest.mark.parametrize("section, key", [({"mode": "stereo"}, "mode"), ({"layout": "cube"}, "layout"),
+                                          ({"interp": "cubic"}, "interp"), ({"update_s": 0.0}, "update_s")])
+def test_bad_settings_are_config_errors(section, key):
+    with pytest.raises(ConfigError, match=f"stages.convert.{key}"):
+        ConvertStage.params_from(section)

@@ -114,8 +114,8 @@ def test_params_are_checked_before_any_work(tmp_path):
         LocalizeStage.params_from({"method": "learned"})
     with pytest.raises(ConfigError, match="grid"):
         LocalizeStage.params_from({"grid": 2})
-    with pytest.raises(ConfigError, match="fov"):
-        LocalizeStage.params_from({"fov_deg": 0.0})
+    with pytest.raises(ConfigError, match=r"stages.localize.fov_deg: unknown setting"):
+        LocalizeStage.params_from({"fov_deg": 100.0})  # the field of view is the run's spatial.fov_deg
     params = LocalizeStage.params_from({"method": "learned", "checkpoint": str(tmp_path / "none.pt")})
     with pytest.raises(ConfigError, match="no such file"):
         LocalizeStage.preflight(params)
@@ -123,7 +123,8 @@ def test_params_are_checked_before_any_work(tmp_path):
     assert LocalizeStage.preflight(LocalizeStage.params_from({"method": "semantic"})) == {"method": "semantic"}
     stage = make_stage(str(tmp_path), num_gpus=0.5, batch_size=2)
     assert stage.resources().gpus == 0.5 and stage.batch_size() == 2
-    assert "num_gpus" not in stage.measure_settings() and "fov_deg" in stage.measure_settings()
+    assert "num_gpus" not in stage.measure_settings() and "grid" in stage.measure_settings()
+    assert stage.spatial_settings() == {"fov_deg": 120.0, "vfov_deg": 90.0}  # fingerprinted with the stage
 
 
 def test_semantic_methods_run_through_the_stage(localized):

@@ -14,7 +14,8 @@ import soundfile as sf
 
 import outputruns
 from stages.base import ConfigError
-from stages.shard import ShardStage, video_window
+from stages.package import PackageStage, video_window
+from stages.shard import ShardStage
 
 
 def read_samples(out: str) -> dict[str, dict[str, bytes]]:
@@ -39,7 +40,7 @@ def gray_frames(mp4: bytes | str, count: int) -> np.ndarray:
 @pytest.fixture(scope="module")
 def sharded(tmp_path_factory):
     ctx, rows = outputruns.build_run(str(tmp_path_factory.mktemp("run")))
-    out = ShardStage(ShardStage.params_from({}), ctx).run_global(rows)
+    out = outputruns.pack(ctx, rows)
     return ctx, rows, out, read_samples(ctx.out)
 
 
@@ -84,19 +85,18 @@ def test_failures_become_rows_and_options(sharded, tmp_path):
     os.unlink(os.path.join(ctx.out, "work", "convert", "clipA_w1", "binaural.npy"))
     np.save(os.path.join(ctx.out, "work", "convert", "clipB_w1", "binaural.npy"), np.zeros((2, 100), np.float32))
     rows = rows + [{**rows[0], "clip_id": "bad.id"}]
-    stage = ShardStage(ShardStage.params_from({"video": "none", "keep_staging": True}), ctx)
-    out = stage.run_global(rows)
-    assert out[1] == {"_error": f"shard: missing {ctx.out}/work/convert/clipA_w1/binaural.npy: rerun convert"}
-    assert out[3] == {"_error": "shard: binaural has 100 samples, the window 160000"}
-    assert out[4]["_error"].startswith("shard: sample key 'bad.id' contains '.'")
+    out = outputruns.pack(ctx, rows, video="none", keep_staging=True)
+    assert out[1] == {"_error": f"missing {ctx.out}/work/convert/clipA_w1/binaural.npy: rerun convert"}
+    assert out[3] == {"_error": "binaural has 100 samples, the window 160000"}
+    assert out[4]["_error"].startswith("sample key 'bad.id' contains '.'")
     assert out[0] == {"shard": "train-000000.tar", "shard_index": 0}
     samples = read_samples(ctx.out)
     assert sorted(samples) == ["clipA_w0", "clipB_w0"]
     assert "mp4" not in samples["clipA_w0"] and json.loads(samples["clipA_w0"]["json"])["media"]["video"] is None
-    staged = os.path.join(ctx.out, "work", "shard", "clipA_w0")
+    staged = os.path.join(ctx.out, "work", "package", "clipA_w0")
     assert sorted(os.listdir(staged)) == ["binaural.flac", "meta.json", "mono.flac", "spatial.npy", "staged.json",
                                           "traj.npy"]
-    assert not os.path.exists(os.path.join(ctx.out, "work", "shard", "clipA_w1"))  # failed: nothing left
+    assert not os.path.exists(os.path.join(ctx.out, "work", "package", "clipA_w1"))  # failed: nothing left
 
 
 def test_window_time_includes_the_input_trim():
@@ -105,13 +105,13 @@ def test_window_time_includes_the_input_trim():
     assert video_window({"window_start": 8000, "window_samples": 160000}, 16000) == (0.5, 10.0)
 
 
-@pytest.mark.parametrize("settings, key", [
-    ({"video": "gif"}, "video"),
-    ({"max_shard_bytes": 1000}, "max_shard_bytes"),
-    ({"flac_subtype": "FLOAT"}, "flac_subtype"),
-    ({"default_split": "a/b"}, "default_split"),
-    ({"max_samples_per_shard": 0}, "max_samples_per_shard"),
+@pytest.mark.parametrize("stage, settings, key", [
+    (PackageStage, {"video": "gif"}, "stages.package.video"),
+    (ShardStage, {"max_shard_bytes": 1000}, "stages.shard.max_shard_bytes"),
+    (PackageStage, {"flac_subtype": "FLOAT"}, "stages.package.flac_subtype"),
+    (PackageStage, {"default_split": "a/b"}, "stages.package.default_split"),
+    (ShardStage, {"max_samples_per_shard": 0}, "stages.shard.max_samples_per_shard"),
 ])
-def test_bad_settings_are_config_errors(settings, key):
+def test_bad_settings_are_config_errors(stage, settings, key):
     with pytest.raises(ConfigError, match=key):
-        ShardStage.params_from(settings)
+        stage.params_from(settings)

@@ -56,7 +56,9 @@ def test_settings_are_validated_and_batch_size_is_fingerprinted(tmp_path):
     with pytest.raises(ConfigError, match="frame"):
         TrainUNetStage.params_from({"frame_height": 16})
     with pytest.raises(ConfigError, match="split"):
-        TrainUNetStage.params_from({"batch_size": 15, "num_workers": 2})
+        TrainUNetStage.params_from({"batch_size": 15, "ddp_workers": 2})
+    with pytest.raises(ConfigError, match="ddp_workers: N and num_gpus: 1"):
+        TrainUNetStage.params_from({"num_gpus": 8})  # per worker, as everywhere
     with pytest.raises(ConfigError, match="visual_checkpoint"):
         TrainUNetStage.params_from({"visual": "resnet18", "visual_checkpoint": str(tmp_path / "none.pth")})
     with pytest.raises(ConfigError, match="resnet18"):

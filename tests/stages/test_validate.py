@@ -9,7 +9,9 @@ import pytest
 
 import outputruns
 from stages.base import ConfigError
-from stages.validate import COLUMNS, ValidateStage
+from manifests.schema import STAGE_COLUMNS
+from output.publish import publish
+from stages.validate import ValidateStage
 
 
 
@@ -20,15 +22,14 @@ def validated(tmp_path_factory):
     os.unlink(os.path.join(ctx.out, "work", "convert", "clipB_w1", "binaural.npy"))  # convert never ran
     bad = os.path.join(ctx.out, "work", "convert", "clipA_w1", "binaural.npy")
     np.save(bad, np.zeros((3, 100), np.float32))  # wrong shape
-    stage = ValidateStage(ValidateStage.params_from({"report_clips": 1}), ctx)
-    return ctx, rows, stage, stage.run_global(rows)
+    return ctx, rows, outputruns.validate_run(ctx, rows, report_clips=1)
 
 
 def test_metric_columns_per_clip(validated):
-    _, rows, _, out = validated
+    _, rows, out = validated
     assert len(out) == len(rows)
     a0, b0 = out[0], out[2]
-    assert set(a0) == set(COLUMNS) and set(b0) == set(COLUMNS)
+    assert set(a0) == set(ValidateStage.writes) == set(STAGE_COLUMNS["validate"]) and set(b0) == set(a0)
     assert 0.8 < a0["iacc"] < 0.95 and a0["ild_db"] > 5 and 0.4 < a0["itd_ms"] < 0.6  # KEMAR at 60 degrees
     assert a0["lateral_agree"] == 1.0
     assert b0["lateral_agree"] == 1.0  # moving left to right, rendered along the same path
@@ -36,30 +37,24 @@ def test_metric_columns_per_clip(validated):
 
 
 def test_bad_clips_fail_with_reasons_and_do_not_stop_the_rest(validated):
-    ctx, _, _, out = validated
+    ctx, _, out = validated
     assert out[3] == {"_error": f"validate: missing {ctx.out}/work/convert/clipB_w1/binaural.npy: rerun convert"}
     assert out[1]["_error"].startswith("validate: binaural audio must have shape (2, N)")
     assert os.path.exists(os.path.join(ctx.out, "report", "index.html"))
     assert os.path.exists(os.path.join(ctx.out, "README.md"))
 
 
-def test_downmix_quality_backends(validated):
-    ctx, rows, stage, out = validated
-    merged = [{**r, **o} for r, o in zip(rows, out) if "_error" not in o]
-    dsp = stage.downmix_quality(merged, {}, {})
-    assert dsp["backend"] == "dsp" and len(dsp["scores"]) == 2
-    assert all(1 <= s["dsp_score"] <= 10 for s in dsp["scores"])
-    audiobox_rows = [{**r, "quality_backend": "audiobox"} for r in merged]
-    missing = stage.downmix_quality(audiobox_rows, {}, {"stages": {"quality": {"checkpoint": "/nonexistent/ckpt.pt"}}})
-    assert missing["backend"] == "audiobox" and "scores" not in missing
-    assert "CheckpointNotFound" in missing["skipped"] and "/nonexistent/ckpt.pt" in missing["skipped"]
-    stage.downmix_scorer = lambda wavs: [{"dsp_score": float(np.sqrt(np.mean(w**2)))} for w in wavs]
-    stage.downmix_backend = "rms"
-    try:
-        given = stage.downmix_quality(merged, {}, {})
-    finally:
-        stage.downmix_scorer, stage.downmix_backend = None, ""
-    assert given["backend"] == "rms" and given["scores"][0]["dsp_score"] > 0
+def test_downmix_quality_is_scored_per_clip_by_the_sources_backend(validated, offline):
+    _, _, out = validated
+    assert all(1 <= o["downmix_dsp_score"] <= 10 and o["downmix_aes_pq"] is None for o in (out[0], out[2]))
+    params = ValidateStage.params_from({})
+    assert ValidateStage.preflight(params, None, {"quality": {"backend": "dsp"}}) == {"downmix_backend": "dsp"}
+    missing = ValidateStage.preflight(params, None, {"quality": {"backend": "audiobox"}})
+    assert missing["downmix_backend"] == "audiobox" and "CheckpointNotFound" in missing["downmix_skipped"]
+    given = ValidateStage.preflight(params, None, {"quality": {"backend": "audiobox", "checkpoint": "/c.pt"}})
+    assert given == {"downmix_backend": "audiobox", "downmix_checkpoint": "/c.pt"}
+    off = ValidateStage.preflight(ValidateStage.params_from({"downmix_quality": "off"}), None, {})
+    assert off["downmix_skipped"] == "downmix_quality is off"
 
 
 @pytest.mark.parametrize("settings, key", [
@@ -74,20 +69,23 @@ def test_bad_settings_are_config_errors(settings, key):
         ValidateStage.params_from(settings)
 
 
-def test_refresh_rerenders_with_the_final_funnel_and_shard_sizes(validated):
+def test_publish_rerenders_with_the_final_funnel_and_shard_sizes(validated):
     import json
 
-    ctx, _, stage, _ = validated
+    ctx, _, _ = validated
+    with open(os.path.join(ctx.out, "stats.json")) as fh:
+        preflight = json.load(fh)["preflight"]
     with open(os.path.join(ctx.out, "stats.json"), "w") as fh:
         json.dump({"stages": {"validate": {"in": 4, "kept": 2, "dropped": {}, "failed": 2, "wall_s": 1.0}},
-                   "preflight": {"quality": {"backend": "dsp", "why": "test"}}}, fh)
+                   "preflight": preflight}, fh)
     os.makedirs(os.path.join(ctx.out, "shards"), exist_ok=True)
     with open(os.path.join(ctx.out, "shards", "sizes.json"), "w") as fh:
         json.dump({"total": {"shards": 3, "samples": 2, "bytes": 3 << 30}, "splits": {"train": {"shards": 3}}}, fh)
-    assert stage.refresh() is True
+    assert publish(ctx.out)["clips"] == 2
     html = open(os.path.join(ctx.out, "report", "index.html"), encoding="utf-8").read()
     assert "<td>validate</td><td>4</td><td>2</td><td>0</td><td>2</td>" in html
     card = open(os.path.join(ctx.out, "README.md"), encoding="utf-8").read()
-    assert "- shards: 3 tar files, 3.00 GiB" in card and "train-{000000..000002}.tar" in card
+    assert "Shards: 3 tar files, 3.00 GiB in all." in card
+    assert [line.split(" | ")[-1] for line in card.splitlines() if line.startswith("| train | ")] == ["3 |"]
     assert "| validate | 4 | 2 | 0 | 2 |" in card
-    assert ValidateStage(stage.params, type(ctx)(out=str(ctx.out) + "_none")).refresh() is False
+    assert publish(str(ctx.out) + "_none") is None  # validate never ran there
