@@ -162,19 +162,53 @@ class Methods:
         return out
 
 
-def evaluate(scene_ids=None, methods: Methods | None = None, progress: bool = True) -> dict:
-    methods = methods or Methods()
+class _Meta:
+    """What summarise needs of a scene (picklable, unlike the frames)."""
+
+    def __init__(self, sc):
+        self.scene_id, self.kind, self.static_among_distractors = sc.scene_id, sc.kind, sc.static_among_distractors
+
+
+_WORKER: dict = {}
+
+
+def _init_worker(localiser: str, models: dict) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    _WORKER["methods"] = Methods(default_localiser=localiser, unet_models=models)
+
+
+def _score_one(i: int) -> tuple[_Meta, dict, dict]:
+    """Every method's scores on scene i, and the localisers' seconds (in a worker process)."""
+    methods = _WORKER["methods"]
+    sc = spatial_scenes.scene(i)
+    ref = truth(sc)
+    scores = {name: score_scene(pred, ref, sc) for name, pred in methods.predictions(sc).items()}
+    return _Meta(sc), scores, {name: secs[-1] for name, secs in methods.seconds.items()}
+
+
+def evaluate(scene_ids=None, default_localiser: str = "motion", unet_models: dict | None = None,
+             workers: int = 1, progress: bool = True) -> dict:
+    """All rows on the scenes; `workers` processes share them (each loads the models once)."""
+    from concurrent.futures import ProcessPoolExecutor
+    import multiprocessing
+
     scene_ids = list(range(spatial_scenes.n_scenes())) if scene_ids is None else list(scene_ids)
     per_method: dict[str, list] = {}
-    for k, i in enumerate(scene_ids):
-        sc = spatial_scenes.scene(i)
-        ref = truth(sc)
-        for name, pred in methods.predictions(sc).items():
-            per_method.setdefault(name, []).append((sc, score_scene(pred, ref, sc)))
-        if progress:
-            print(f"  eval_spatial: scene {k + 1}/{len(scene_ids)} {sc.scene_id}", flush=True)
+    seconds: dict[str, list] = {}
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max(1, workers), mp_context=ctx, initializer=_init_worker,
+                             initargs=(default_localiser, unet_models or {})) as pool:
+        for k, (meta, scores, took) in enumerate(pool.map(_score_one, scene_ids)):
+            for name, s in scores.items():
+                per_method.setdefault(name, []).append((meta, s))
+            for name, t in took.items():
+                seconds.setdefault(name, []).append(t)
+            if progress:
+                print(f"  eval_spatial: scene {k + 1}/{len(scene_ids)} {meta.scene_id}", flush=True)
     result = {name: summarise(rows) for name, rows in per_method.items()}
-    for name, secs in methods.seconds.items():
+    for name, secs in seconds.items():
         result[f"localiser {name}"]["seconds_per_clip"] = float(np.mean(secs))
     return result
 
@@ -222,13 +256,15 @@ def run(scene_ids=None) -> dict:
     if missing:
         raise RuntimeError(f"eval_spatial needs: pip install --no-deps {' '.join(missing)}")
     mode, localiser = default_recipe()
-    result = evaluate(scene_ids, Methods(default_localiser=localiser, unet_models=unet_models()))
+    workers = int(os.environ.get("EVAL_SPATIAL_WORKERS", "3"))
+    result = evaluate(scene_ids, localiser, unet_models(), workers=workers)
     default_row = f"conversion {mode}"
     result = {k: result[k] for k in result}
     result["markdown"] = markdown(result, default_row)
     result["setup"] = {"scenes": len(scene_ids) if scene_ids is not None else spatial_scenes.n_scenes(),
                        "test_hrir": TEST_HRIR, "render_hrir": DEFAULT_HRIR, "default_recipe": default_row,
-                       "default_localiser": localiser, "frame_s": FRAME_S}
+                       "default_localiser": localiser, "frame_s": FRAME_S, "worker_processes": workers,
+                       "seconds_per_clip": "CPU seconds (process time) of the heatmaps, one torch thread"}
     return result
 
 
