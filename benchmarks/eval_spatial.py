@@ -246,9 +246,13 @@ def unet_models() -> dict[str, str]:
     """The tiny U-Nets (synthetic training pool, CPU): `unet` = the default training (direct targets over
     KEMAR + SONICOM-1, mono input, patches on full frames); `paper` = PseudoBinaural's (first order, 8
     virtual speakers, KEMAR, L + R input, black canvas)."""
+    import tempfile
+
     from binauralizer.testing import paper_tiny_model_path, tiny_model_path
 
-    return {"unet": tiny_model_path(), "paper": paper_tiny_model_path()}
+    # a cache of its own: the shared tiny-model cache is pruned by any checkout with other code
+    own = os.path.join(tempfile.gettempdir(), "binauralvgg-eval-spatial-unet")
+    return {"unet": tiny_model_path(own), "paper": paper_tiny_model_path()}
 
 
 def run(scene_ids=None) -> dict:
