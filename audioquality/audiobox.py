@@ -135,7 +135,7 @@ def _from_hf_cache(cache_dir: str) -> CheckpointSource | None:
 
 
 def find_checkpoint(
-    checkpoint: str | None = None, *, cache_dir: str | None = None, allow_download: bool = True
+    checkpoint: str | None = None, *, cache_dir: str | None = None, allow_download: bool = False
 ) -> CheckpointSource:
     """Where the weights are: `checkpoint` if given, else the HF cache, else a download.
 
@@ -166,7 +166,9 @@ def find_checkpoint(
         "quality.checkpoint: not set",
         f"Hugging Face cache {cache}: no {REPO_ID} checkpoint.pt (nor config.json + model.safetensors)",
     ]
-    if allow_download:
+    if not allow_download:
+        looked.append("download: not allowed (set stages.quality.allow_download: true to fetch it from the hub)")
+    else:
         if hub_offline():
             looked.append("download: skipped because HF_HUB_OFFLINE=1")
         elif not hub_reachable():

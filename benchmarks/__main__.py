@@ -17,7 +17,7 @@ import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ORDER = ["bench_pipeline", "bench_quality", "bench_render", "bench_localize", "bench_unet", "eval_spatial", "bench_shards",
-         "bench_trainer"]
+         "bench_trainer", "bench_scale"]
 
 
 def _table(result: dict) -> str:

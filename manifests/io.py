@@ -24,6 +24,15 @@ from manifests.schema import rows_to_table
 TEMP_PREFIX = ".tmp-"
 
 
+def _read_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+UMASK = _read_umask()
+
+
 def is_temp(name: str) -> bool:
     """True for a file name left by an interrupted atomic write."""
     return os.path.basename(name).startswith(TEMP_PREFIX)
@@ -36,6 +45,7 @@ def atomic_path(path: str) -> Iterator[str]:
     folder = os.path.dirname(path) or "."
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX, suffix="-" + os.path.basename(path))
+    os.fchmod(fd, 0o666 & ~UMASK)  # mkstemp makes 0600; a run on shared storage must be readable by others
     os.close(fd)
     try:
         yield tmp

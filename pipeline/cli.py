@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import re
@@ -41,6 +42,20 @@ def _prog() -> str:
     """`binauralize` when started as the console command, `python -m pipeline` otherwise."""
     name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
     return "python -m pipeline" if not name or name.endswith(".py") or name == "-c" else name
+
+
+INTERRUPTED = """
+interrupted: the build stopped at your request. Nothing is lost: every finished (stage, chunk) is saved
+with its completion marker, and unfinished work leaves no partial files behind.
+Resume by running the same command again:
+  {command}"""
+
+# A full disk (or quota, or file-size limit) is not bad input: the build stops, keeps what is finished.
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+DISK_FULL_MESSAGE = """error: the disk is full: {error}
+The build stopped. Nothing finished is lost and no partial file is left visible (shards, manifests and
+markers are written to temporary names and renamed only when complete). Free space on the volume of
+{out} (or of the path above), then run the same command again: it resumes where it stopped."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -131,10 +146,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(json.dumps(report, indent=2, default=str) if args.json else format_status(report))
         return 0
-    return _build(args)
+    return _build(args, argv)
 
 
-def _build(args) -> int:
+def _build(args, argv: list[str] | None = None) -> int:
     from manifests.readers import ManifestError
     from pipeline.config import load_config
     from pipeline.lock import RunLockedError
@@ -156,6 +171,15 @@ def _build(args) -> int:
     except RunLockedError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
+    except OSError as exc:
+        if exc.errno not in DISK_FULL:
+            raise
+        print(DISK_FULL_MESSAGE.format(error=exc, out=args.out), file=sys.stderr)
+        return 4
+    except KeyboardInterrupt:
+        print(INTERRUPTED.format(command=" ".join(["python -m pipeline", *sys.argv[1:]]) if argv is None else
+                                 " ".join(["python -m pipeline", *argv])), file=sys.stderr)
+        return 130
     print()
     print(format_funnel(stats))
     print(f"\nrun folder: {os.path.abspath(args.out)}  ({_prog()} status --out {args.out})")

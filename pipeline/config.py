@@ -36,6 +36,7 @@ class RunSettings:
     chunk_size: int = 256
     seed: int = 0
     stages: list[str] = dataclasses.field(default_factory=lambda: ["ingest", "duration", "silence"])
+    allow_media_outside_root: bool = False  # rows whose video resolves outside --media-root are refused
 
 
 @settings
@@ -44,6 +45,8 @@ class ExecutorSettings:
     address: str | None = None
     num_cpus: int | None = None
     max_inflight: int = 0  # 0 = twice the cluster's CPUs
+    max_attempts: int = 2  # tries of a clip whose worker dies (crash, OOM, preemption) before it is failed
+    clip_timeout_s: float = 0.0  # a clip measured longer than this fails with "timed out"; 0 = no limit
 
 
 @settings
@@ -123,6 +126,10 @@ def load_config(path: str | None, overrides: dict | None = None) -> Config:
         raise ConfigError("stages: expected a mapping of stage name to settings")
     _upgrade_sections(run, stages_data)
     _check_run(run)
+    if not isinstance(executor.max_attempts, int) or isinstance(executor.max_attempts, bool) or executor.max_attempts < 1:
+        raise ConfigError(f"executor.max_attempts: an integer >= 1, got {executor.max_attempts!r}")
+    if not isinstance(executor.clip_timeout_s, (int, float)) or executor.clip_timeout_s < 0:
+        raise ConfigError(f"executor.clip_timeout_s: seconds >= 0 (0 = no limit), got {executor.clip_timeout_s!r}")
     if executor.name not in EXECUTORS:
         raise ConfigError(f"executor.name: {executor.name!r} is not one of {', '.join(EXECUTORS)}"
                           f"{closest(executor.name, EXECUTORS)}")

@@ -19,8 +19,11 @@ def reason_category(reason: str | None) -> str:
     return reason.split(":", 1)[0].strip() if reason else "unspecified"
 
 
-def stage_counts(out: str, stage: str) -> dict:
+def stage_counts(out: str, stage: str, chunks: int | None = None) -> dict:
+    """Counts over the run's chunks (`chunks`: how many the current input has; stale higher ones ignored)."""
     files = sorted(glob.glob(os.path.join(out, "manifests", stage, "chunk-*.parquet")))
+    if chunks is not None:
+        files = [f for f in files if int(os.path.basename(f)[6:11]) < chunks]
     counts = {"in": 0, "kept": 0, "dropped": Counter(), "failed": Counter(), "chunks": len(files)}
     for path in files:
         table = pq.read_table(path, columns=["status", "reason"])

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from manifests.io import atomic_write_bytes, atomic_write_json, chunk_name, read_marker, read_rows, write_rows, write_table
-from manifests.readers import InputManifest, read_input
+from manifests.readers import InputManifest, ManifestError, normalise_root, read_input
 from pipeline.config import Config, dump_config
 from pipeline.executors import StageSpec, make_executor
 from pipeline.executors.base import worker_id
@@ -68,12 +68,13 @@ class Runner:
         self.out = os.path.abspath(request.out)
         self.ctx = RunContext(
             out=self.out,
-            media_root=os.path.abspath(request.media_root) if request.media_root else "",
+            media_root=normalise_root(request.media_root),
             seed=self.config.run.seed,
             spatial=self.config.spatial,
             extra={"dataset": dataclasses.asdict(self.config.dataset), "stage_params": dict(self.config.stage_params)},
         )
         self._executor = None
+        self._n_chunks: int | None = None
 
     # ------------------------------------------------------------------------------------------
     def build(self) -> dict:
@@ -83,28 +84,36 @@ class Runner:
             if value is not None and value not in names:
                 raise ConfigError(f"{flag} {value}: not a stage of this run{closest(value, names)}; "
                                   f"stages: {names}")
+        check_paths(self.req.input, self.ctx.media_root, self.out)
         preflight = self._preflight()
         self.ctx.extra["preflight"] = preflight  # workers use the driver's resolution, not their own
-        manifest = read_input(self.req.input, self.ctx.media_root)
+        manifest = read_input(self.req.input, self.ctx.media_root, self.config.run.allow_media_outside_root)
         plans = self._plan(names, preflight)
-        os.makedirs(self.out, exist_ok=True)
+        chunks = self._chunks(manifest)
+        fresh = self._check_identity(manifest)
+        self._check_selection(plans, chunks, fresh)
+        os.makedirs(self.out, exist_ok=True)  # nothing is written before every check above has passed
         with RunLock(self.out):
+            if fresh:
+                clear_run_folder(self.out)
             self._bars = logs.bars_wanted(self.req.progress)
             logs.configure(self.out, bars=self._bars)
+            self._n_chunks = len(chunks)
             try:
                 with logs.bars_above_logs(self._bars):
-                    return self._build_locked(plans, manifest, preflight)
+                    return self._build_locked(plans, manifest, preflight, chunks)
             except Exception as exc:
                 log.error("build stopped: %s: %s", type(exc).__name__, exc)
                 raise
             finally:
                 logs.close_build_log()
 
-    def _build_locked(self, plans: list[StagePlan], manifest: InputManifest, preflight: dict) -> dict:
+    def _build_locked(self, plans: list[StagePlan], manifest: InputManifest, preflight: dict,
+                      chunks: list[list[dict]]) -> dict:
         started = time.time()
         log.info("build started: %d input rows, %d rejected, stages %s, executor %s", len(manifest.rows),
                  len(manifest.rejected), [p.name for p in plans], self.req.executor or self.config.executor.name)
-        chunks = self._write_run_header(manifest)
+        self._write_run_header(manifest, chunks)
         atomic_write_json(os.path.join(self.out, "preflight.json"), preflight)
         try:
             for index, plan in enumerate(plans):
@@ -163,9 +172,47 @@ class Runner:
             plans.append(StagePlan(name, stage, stage.kind, stage_fp[name], measure_fp[name], selected))
         return plans
 
-    def _write_run_header(self, manifest: InputManifest) -> list[list[dict]]:
+    def _chunks(self, manifest: InputManifest) -> list[list[dict]]:
         size = self.config.run.chunk_size
-        chunks = [manifest.rows[i : i + size] for i in range(0, len(manifest.rows), size)]
+        return [manifest.rows[i : i + size] for i in range(0, len(manifest.rows), size)]
+
+    def _check_identity(self, manifest: InputManifest) -> bool:
+        """True when the run folder must start afresh (a different input, with --force).
+
+        A run folder belongs to one input: mixing two would mix their funnels and manifests.
+        """
+        previous = read_marker(os.path.join(self.out, "input.json"))
+        if not previous or not previous.get("digest") or previous["digest"] == input_digest(manifest, self.ctx.media_root):
+            return False
+        if not self.req.force:
+            raise ConfigError(
+                f"--out {self.out} holds a run of a different input ({previous.get('input')}, "
+                f"{previous.get('rows')} rows, media root {previous.get('media_root') or '-'}) than "
+                f"{os.path.abspath(self.req.input)} ({len(manifest.rows)} rows). Choose another --out, or add "
+                "--force to delete that run and start this folder afresh"
+            )
+        if self.req.from_stage or self.req.only:
+            raise ConfigError("--force with a different input starts the run folder afresh: drop --from/--only")
+        return True
+
+    def _check_selection(self, plans: list[StagePlan], chunks, fresh: bool) -> None:
+        """--from/--only need the stage before them complete; checked before anything is written."""
+        first = next((i for i, p in enumerate(plans) if p.selected), 0)
+        if first == 0:
+            return
+        flag = f"--from {self.req.from_stage}" if self.req.from_stage else f"--only {self.req.only}"
+        if fresh or not os.path.exists(os.path.join(self.out, "input.json")):
+            raise ConfigError(f"{flag}: stage {plans[0].name} is not complete: {self.out} holds no earlier run of this "
+                              f"input; run the whole pipeline first (without {flag.split()[0]})")
+        previous = plans[first - 1]
+        if not self._stage_complete(previous, plans[first - 2] if first > 1 else None, chunks):
+            raise ConfigError(
+                f"{flag}: stage {previous.name} is not complete for the current settings, so {plans[first].name} "
+                f"cannot run on it; rerun with --from {previous.name} (or without --only/--from)"
+            )
+
+    def _write_run_header(self, manifest: InputManifest, chunks: list[list[dict]]) -> None:
+        size = self.config.run.chunk_size
         atomic_write_bytes(os.path.join(self.out, "config.yaml"), dump_config(self.config).encode())
         write_rows(os.path.join(self.out, "manifests", "_input", "rejected.parquet"), [
             {"clip_id": r["clip_id"], "status": FAILED, "reason": f"rejected: {r['reason']}", "line": r["line"], "video": r["video"]}
@@ -178,9 +225,9 @@ class Runner:
             "rows": len(manifest.rows),
             "rejected": len(manifest.rejected),
             "chunk_size": size,
+            "digest": input_digest(manifest, self.ctx.media_root),
             "chunk_digests": [self._input_digest(c) for c in chunks],
         })
-        return chunks
 
     @staticmethod
     def _input_digest(rows: list[dict]) -> str:
@@ -256,7 +303,7 @@ class Runner:
         if not work:
             return
         batches, where = self._batches(plan, work)
-        spec = StageSpec(plan.name, plan.stage.params, self.ctx)
+        spec = StageSpec(plan.name, plan.stage.params, self.ctx, float(self.config.executor.clip_timeout_s))
         bar = logs.Progress(log, plan.name, len(work), "clip", bar=self._bars)
         try:
             for index, measured in self._executor_for().map_batches(spec, plan.kind, batches):
@@ -334,28 +381,37 @@ class Runner:
             else:
                 out_rows.append({**merged, "status": status, "reason": reason})
         write_rows(self._manifest_path(plan.name, k), out_rows)
-        if cache:
-            keys = [g.pop("_key") for g in good]
-            table = pa.table({"key": pa.array(keys, pa.string()), "m": pa.array([json.dumps(g, default=_jsonable) for g in good], pa.string())})
-            write_table(self._cache_path(plan, k), table)
+        if cache and good:
+            self._store_cache(plan, k, good)
         counts = {s: sum(1 for r in out_rows if r["status"] == s) for s in (KEPT, DROPPED, FAILED)}
         marker = {"fingerprint": expected, **counts}
         if workers:  # host:pid of the processes that measured this chunk (auditing a cluster run)
             marker["workers"] = sorted(workers)
         atomic_write_json(self._marker_path(plan.name, k), marker)
 
-    def _load_cache(self, plan: StagePlan, k: int) -> dict:
+    def _store_cache(self, plan: StagePlan, k: int, good: list[dict]) -> None:
+        """Add this chunk's measurements to what the cache already holds (never drop earlier ones:
+        a clip filtered out by one setting and back in after another is not measured twice)."""
+        path = self._cache_path(plan, k)
+        merged = self._load_cache(plan, k, raw=True)
+        merged.update({g["_key"]: json.dumps({c: v for c, v in g.items() if c != "_key"}, default=_jsonable) for g in good})
+        keys = sorted(merged)  # same entries, same bytes, whatever order the runs came in
+        write_table(path, pa.table({"key": pa.array(keys, pa.string()), "m": pa.array([merged[key] for key in keys], pa.string())}))
+
+    def _load_cache(self, plan: StagePlan, k: int, raw: bool = False) -> dict:
         path = self._cache_path(plan, k)
         if not os.path.exists(path):
             return {}
         table = pq.read_table(path)
-        return {key: json.loads(m) for key, m in zip(table.column("key").to_pylist(), table.column("m").to_pylist())}
+        pairs = zip(table.column("key").to_pylist(), table.column("m").to_pylist())
+        return {key: (m if raw else json.loads(m)) for key, m in pairs}
 
     def _executor_for(self):
         if self._executor is None:
             ex = self.config.executor
             name = self.req.executor or ex.name
-            kwargs = {"address": ex.address, "num_cpus": ex.num_cpus, "max_inflight": ex.max_inflight} if name == "ray" else {}
+            kwargs = {"address": ex.address, "num_cpus": ex.num_cpus, "max_inflight": ex.max_inflight,
+                      "max_attempts": ex.max_attempts} if name == "ray" else {}
             self._executor = make_executor(name, **kwargs)
         return self._executor
 
@@ -388,11 +444,50 @@ class Runner:
             "wall_s": round(wall, 3),
         }
         for plan in plans:
-            counts = stage_counts(self.out, plan.name)
+            counts = stage_counts(self.out, plan.name, self._n_chunks)
             wall_s = plan.wall_s if plan.wall_s is not None else previous.get(plan.name, {}).get("wall_s")
             stats["stages"][plan.name] = {**counts, "wall_s": None if wall_s is None else round(wall_s, 3), "state": plan.state}
         atomic_write_json(path, stats, sort_keys=False)  # stages in pipeline order
         return stats
+
+
+def input_digest(manifest: InputManifest, media_root: str) -> str:
+    """Identity of a run's input: its rows (accepted and rejected) and where media is read from."""
+    return digest({"media_root": media_root, "rows": manifest.rows, "rejected": manifest.rejected})
+
+
+def check_paths(input_path: str, media_root: str, out: str) -> None:
+    """Paths the run needs, checked before any work so a typo fails in a second, not after a day."""
+    if not os.path.exists(input_path):
+        raise ManifestError(f"--input {input_path}: no such file")
+    if os.path.isdir(input_path):
+        raise ManifestError(f"--input {input_path}: is a folder; give the manifest file (CSV, JSONL or Parquet)")
+    if media_root and "://" not in media_root and not os.path.isdir(media_root):
+        what = "is a file, not a folder" if os.path.exists(media_root) else "does not exist"
+        raise ConfigError(f"--media-root {media_root} {what}; give the folder relative video paths are resolved against")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ConfigError(f"--out {out} is a file; the run folder must be a folder (new or an earlier run's)")
+    parent = os.path.dirname(os.path.abspath(out))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+        raise ConfigError(f"--out {out}: cannot create it under {parent} (not a writable folder)")
+
+
+RUN_FOLDER_ENTRIES = ("config.yaml", "input.json", "preflight.json", "stats.json", "README.md", "manifests",
+                      "completions", "work", "logs", "shards", "report")
+
+
+def clear_run_folder(out: str) -> None:
+    """--force with a different input: remove what a build wrote (only that), keep the lock."""
+    import shutil
+
+    for name in RUN_FOLDER_ENTRIES:
+        path = os.path.join(out, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        elif os.path.lexists(path):
+            os.unlink(path)
 
 
 def _jsonable(value):

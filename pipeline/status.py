@@ -49,7 +49,7 @@ def run_status(out: str) -> dict:
             expected = [digest([fps[stage.name], u]) for u in upstream]
         done = [bool(m) and m.get("fingerprint") == e for m, e in zip(markers, expected)]
         stale = sum(1 for m, d in zip(markers, done) if m and not d)
-        counts = stage_counts(out, stage.name)
+        counts = stage_counts(out, stage.name, len(upstream))  # never counts chunks of an earlier input
         counts.pop("chunks", None)  # manifest files on disk, not the chunks this run has
         report["stages"][stage.name] = {
             "chunks": len(upstream), "done": sum(done), "pending": len(upstream) - sum(done), "stale": stale,

@@ -37,6 +37,8 @@ def local_media(path: str):
         if "://" not in path:
             if not os.path.exists(path):
                 raise StageError(f"file not found: {path}")
+            if os.path.isdir(path):
+                raise StageError(f"is a directory, not a video file: {path}")
             if os.path.getsize(path) == 0:
                 raise StageError(f"empty file (0 bytes): {path}")
         yield path

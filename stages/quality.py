@@ -42,6 +42,7 @@ class QualityParams(Params):
     num_gpus: float = 0.0  # per actor; fractional packs several actors on one GPU
     num_cpus: float = 1.0
     precision: str = "auto"  # auto: bf16 (fp16 without bf16 support) on GPU, fp32 on CPU
+    allow_download: bool = False  # true: fetch checkpoint.pt from the Hugging Face hub when none is local
 
     def validate(self) -> None:
         if self.backend not in BACKENDS:
@@ -82,7 +83,7 @@ class QualityStage(Stage):
         from audioquality.audiobox import CheckpointNotFound, find_checkpoint, inspect_checkpoint
 
         try:
-            source = find_checkpoint(params.checkpoint)
+            source = find_checkpoint(params.checkpoint, allow_download=params.allow_download)
             inspect_checkpoint(source)
         except CheckpointNotFound as exc:
             if params.backend == "audiobox" or params.checkpoint:
@@ -99,6 +100,12 @@ class QualityStage(Stage):
             "why": why,
             **_ignored(params, "audiobox"),
         }
+
+    def measure_settings(self) -> dict:
+        """Whether a download was allowed changes nothing by itself: the resolved checkpoint is fingerprinted."""
+        settings = super().measure_settings()
+        settings.pop("allow_download", None)
+        return settings
 
     # -- per actor ------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -124,6 +131,10 @@ class QualityStage(Stage):
             )
 
     def measure(self, rows: list[dict]) -> list[dict]:
+        """Every declared column on every scored row (null for the other backend's): one schema per run."""
+        return [m if "_error" in m else {**dict.fromkeys(self.writes), **m} for m in self._measure(rows)]
+
+    def _measure(self, rows: list[dict]) -> list[dict]:
         if not hasattr(self, "backend"):
             self.setup()
         results: list[dict | None] = [None] * len(rows)

@@ -8,8 +8,8 @@ a clip whose intermediates cannot be read fails with the reason.
 
 Defaults are the tiny configuration (about a minute on two CPU cores: the sample run). The
 paper's scale (configs/binauralvggsound.yaml): width 1.0, frame 224 x 448, batch 192,
-visual fine-tuned, x0.94 learning-rate decay, num_gpus = GPUs to train on (Ray Train, one DDP
-worker per GPU). With num_gpus 0 and num_workers > 1 it runs CPU DDP (gloo) over Ray Train.
+visual fine-tuned, x0.94 learning-rate decay, ddp_workers = GPUs to train on with num_gpus: 1 per
+worker (Ray Train). With num_gpus 0 and ddp_workers > 1 it runs CPU DDP (gloo) over Ray Train.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ class TrainUNetParams(Params):
                 raise ConfigError(f"stages.train_unet.{key}: must be in [0, 1]")
 
 
-def train_config(p: TrainUNetParams, run_seed: int = 0, spatial: Spatial | None = None):
+def train_config(p: TrainUNetParams, run_seed: int = 0, spatial: Spatial | None = None, data_digest: str = ""):
     from binauralizer.pseudobinaural.training import TrainConfig
 
     spatial = spatial or Spatial()
@@ -100,6 +100,7 @@ def train_config(p: TrainUNetParams, run_seed: int = 0, spatial: Spatial | None 
         sh_order=spatial.sh_order, decoder=spatial.decoder, target=p.target, input=p.input, background=p.background,
         seed=p.seed + 1_000_003 * run_seed,
         moving_prob=p.moving_prob, camera_rotation_prob=p.camera_rotation_prob, checkpoint_every=p.checkpoint_every,
+        data_digest=data_digest,
     )
 
 
@@ -139,12 +140,15 @@ class TrainUNetStage(Stage):
         if not pool:
             reason = "train_unet: no kept clip has usable audio and frames to build pseudo pairs"
             return [{"_error": bad.get(r.get("clip_id"), reason)} for r in rows]
-        cfg = train_config(p, self.ctx.seed, self.ctx.spatial)
+        from binauralizer.pseudobinaural.training import rows_digest
+
+        usable = [r for r in rows if r.get("clip_id") not in bad]
+        # the checkpoint identity covers the data: an upstream change retrains instead of resuming
+        cfg = train_config(p, self.ctx.seed, self.ctx.spatial, rows_digest(usable, self.reads))
         if p.ddp_workers > 1 or p.num_gpus > 0:
-            usable = [r for r in rows if r.get("clip_id") not in bad]
             logging.getLogger(__name__).info(
                 "train_unet: %d steps over %d Ray Train workers; step and loss lines are rank 0's (Ray worker "
-                "logs), the loss curve is written at each checkpoint", cfg.steps, int(p.num_gpus or p.num_workers))
+                "logs), the loss curve is written at each checkpoint", cfg.steps, int(p.num_gpus or p.ddp_workers))
             train_with_ray(cfg, functools.partial(_pool_for_worker, self.ctx, usable, lazy), out_dir,
                            num_workers=p.ddp_workers, use_gpu=p.num_gpus > 0)
         else:

@@ -11,7 +11,8 @@
     traj.npy     (T, 3) float32     azimuth/elevation/distance (copied, for evaluation)
     json         key, caption, label, split, spatial_fps, n_samples
 
-plus `features.json`: codec, encoders, rates and ONE latent mean/std per dimension shared by both
+Encoding runs on one torch thread so the bytes do not depend on the machine's cores (on a GPU
+they may differ in the last bit between devices). Plus `features.json`: codec, encoders, rates and ONE latent mean/std per dimension shared by both
 ears (from the train split). Input shards are processed by a Ray actor each (GPU actors when
 `num_gpus > 0`) or in-process; each input shard's members are staged under `.staging/` with a
 marker, so a rerun redoes only unfinished shards, and the writer skips completed output shards.
@@ -93,8 +94,19 @@ def _marker(staging: str) -> str:
 def featurize_shard(url: str, staging: str, fingerprints: dict[str, str], codec_spec: str, visual_size: int,
                     device: str = "cpu", state: dict | None = None) -> dict:
     """Encode every sample of one input shard into `staging/`; returns (and writes last) the marker."""
+    import torch
+
     from trainer.codec import load_codec
 
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # same bytes whatever the caller's thread count (reductions change order)
+    try:
+        return _featurize_shard(url, staging, fingerprints, codec_spec, visual_size, device, state, load_codec)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _featurize_shard(url, staging, fingerprints, codec_spec, visual_size, device, state, load_codec) -> dict:
     state = state if state is not None else {}
     if "encoders" not in state:
         state["codec"] = load_codec(codec_spec, device)

@@ -180,12 +180,15 @@ def batches_per_worker(shards: ShardList, cfg: StreamConfig, world: int, workers
     return max(1, math.ceil(per_rank / (max(1, workers) * cfg.batch_size)))
 
 
-def steps_per_epoch(shards: ShardList, cfg: StreamConfig, world: int, workers: int) -> int:
-    """Batches each rank sees per epoch (the same on every rank, so DDP never waits forever)."""
+def steps_per_epoch(shards: ShardList, cfg: StreamConfig, world: int, workers: int, epoch: int = 0) -> int:
+    """Batches each rank sees per epoch (the same on every rank, so DDP never waits forever).
+
+    Exact epochs give ranks different sample counts: every rank stops at the smallest, and the
+    few samples past it wait for the next epoch's reshuffle."""
     workers = max(1, workers)
     if not cfg.exact_epoch:
         return batches_per_worker(shards, cfg, world, workers) * workers
-    order = exact_order(shards, cfg.seed, 0)
+    order = exact_order(shards, cfg.seed, epoch)
     per_rank = []
     for rank in range(world):
         mine = order[rank::world]

@@ -229,7 +229,6 @@ def train(cfg: TrainConfig, data_root: str, out_dir: str, device: str | torch.de
     ident = identity(cfg, data)
     ckpt_dir = os.path.join(out_dir, "checkpoints")
     writer = rank == 0
-    steps_per_ep = st.steps_per_epoch(data.shards, stream_config(cfg), world, cfg.num_workers)
 
     torch.manual_seed(cfg.seed)
     model = SpatialV2A(cfg.model).to(device)
@@ -265,14 +264,15 @@ def train(cfg: TrainConfig, data_root: str, out_dir: str, device: str | torch.de
     started, trained = time.time(), 0
     samples_seen = 0
     while step < cfg.steps and (stop_after is None or trained < stop_after):
+        steps_per_ep = st.steps_per_epoch(data.shards, stream_config(cfg), world, cfg.num_workers, epoch)
         stream = make_stream(cfg, data, rank, world, epoch, batch_in_epoch)
         batches = iter(st.loader(stream, cfg.num_workers))
         if cfg.exact_epoch:
             for _ in range(batch_in_epoch):
                 next(batches)
+        consumed = 0
         for b in batches:
-            if batch_in_epoch >= steps_per_ep:
-                break
+            consumed += 1
             for g in opt.param_groups:
                 g["lr"] = _lr(cfg, step)
             b = bt.drop_conditions(b, cfg.null_p, gen)
@@ -301,18 +301,20 @@ def train(cfg: TrainConfig, data_root: str, out_dir: str, device: str | torch.de
                 if step % cfg.log_every == 0 or step == cfg.steps:
                     log.info("step %d epoch %d loss %.4f (left %.4f, right %.4f)", step, epoch, entry["loss"],
                              per_ear[0], per_ear[1])
-            if batch_in_epoch >= steps_per_ep:
+            rolled_over = batch_in_epoch >= steps_per_ep
+            if rolled_over:  # saved as (next epoch, batch 0): a resume starts the next epoch's stream
                 epoch, batch_in_epoch = epoch + 1, 0
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
                 rngs = _gather_rng(gen, world)
                 if writer:
                     _save(ckpt_dir, ident, cfg, data, model, ema, opt, step, epoch, batch_in_epoch, history, rngs,
                           world)
-            if step >= cfg.steps or (stop_after is not None and trained >= stop_after):
+            if rolled_over or step >= cfg.steps or (stop_after is not None and trained >= stop_after):
                 break
         del batches
-        if batch_in_epoch >= steps_per_ep:
-            epoch, batch_in_epoch = epoch + 1, 0
+        if consumed == 0:
+            raise ValueError(f"epoch {epoch} gave rank {rank} no batch: batch_size {cfg.batch_size} is larger than "
+                             "what its shards hold per loader worker; lower batch_size or num_workers")
     if bar is not None:
         bar.close()
     elapsed = time.time() - started

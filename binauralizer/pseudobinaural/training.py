@@ -9,6 +9,7 @@ checkpoint and produces exactly the losses an uninterrupted run would have produ
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -52,6 +53,7 @@ class TrainConfig:
     camera_rotation_prob: float = 0.0
     checkpoint_every: int = 50
     keep_checkpoints: int = 2
+    data_digest: str = ""  # digest of the training rows (see rows_digest): new data, new identity
 
     def unet_config(self) -> unet_mod.UNetConfig:
         return unet_mod.UNetConfig(width=self.width, visual=self.visual, visual_checkpoint=self.visual_checkpoint,
@@ -68,7 +70,29 @@ class TrainConfig:
         for k in ("steps", "checkpoint_every", "keep_checkpoints"):
             d.pop(k)
         d["frame_size"] = list(d["frame_size"])
+        d["code"] = code_digest()
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# Modules whose code shapes a trained model: an edit to any of them is a new training identity.
+CODE_FILES = ("pseudobinaural/unet.py", "pseudobinaural/training.py", "pseudobinaural/pseudo_pairs.py",
+              "pseudobinaural/backbones.py", "sh_render.py", "hrir.py")
+
+
+@functools.lru_cache(maxsize=1)
+def code_digest() -> str:
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # binauralizer/
+    h = hashlib.sha256()
+    for name in CODE_FILES:
+        with open(os.path.join(here, name), "rb") as fh:
+            h.update(name.encode() + b"\0" + fh.read())
+    return h.hexdigest()[:16]
+
+
+def rows_digest(rows: list[dict], columns: tuple[str, ...]) -> str:
+    """What the model is trained on: these columns of every training row, in order."""
+    blob = json.dumps([[row.get(c) for c in columns] for row in rows], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 # The tiny configuration (sample run, tests); the paper scale lives in configs/binauralvggsound.yaml.

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 import traceback
 from dataclasses import dataclass
 from typing import Iterator
@@ -17,6 +20,7 @@ class StageSpec:
     name: str
     params: Params
     ctx: RunContext
+    clip_timeout_s: float = 0.0  # 0 = none; else a clip measured longer than this fails with "timed out"
 
     def build(self):
         stage = stage_class(self.name)(self.params, self.ctx)
@@ -44,10 +48,38 @@ def error_reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}".strip()
 
 
-def measure_safely(stage, rows: list[dict]) -> list[dict]:
-    """Measure a batch; if the batch raises, measure row by row so one bad clip fails alone."""
+class ClipTimeout(StageError):
+    """Raised by the alarm inside a measurement that ran past its time."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float):
+    """Interrupt the block after `seconds` (SIGALRM; the main thread only, where Ray runs tasks).
+
+    Blocking system calls (a hung ffmpeg's pipe, a stalled network read) are interrupted too;
+    the driver-side backstop for code that never returns to Python is the worker kill."""
+    if seconds <= 0 or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum, frame):
+        raise ClipTimeout(f"timed out after {seconds:g} s (executor.clip_timeout_s)")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
-        results = stage.measure(rows)
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def measure_safely(stage, rows: list[dict], clip_timeout_s: float = 0.0) -> list[dict]:
+    """Measure a batch; if the batch raises (or runs past len(rows) x clip_timeout_s), measure row by
+    row so one bad or hanging clip fails alone."""
+    try:
+        with time_limit(clip_timeout_s * len(rows)):
+            results = stage.measure(rows)
         if len(results) != len(rows):
             raise RuntimeError(f"{stage.name}.measure returned {len(results)} results for {len(rows)} rows")
         return results
@@ -57,7 +89,7 @@ def measure_safely(stage, rows: list[dict]) -> list[dict]:
             if not isinstance(exc, StageError):
                 reason += " | " + traceback.format_exc(limit=2).strip().splitlines()[-1]
             return [{"_error": reason}]
-    return [measure_safely(stage, [row])[0] for row in rows]
+    return [measure_safely(stage, [row], clip_timeout_s)[0] for row in rows]
 
 
 class Executor:

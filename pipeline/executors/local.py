@@ -13,4 +13,4 @@ class LocalExecutor(Executor):
             return
         stage = spec.build()
         for index, rows in enumerate(batches):
-            yield index, tagged(measure_safely(stage, rows))
+            yield index, tagged(measure_safely(stage, rows, spec.clip_timeout_s))

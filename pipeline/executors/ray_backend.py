@@ -4,8 +4,10 @@
   Resources, at most `max_inflight` tasks queued so memory stays flat however large the dataset.
 * actor stages: a pool of long-lived actors, each building the stage (and loading its model) once;
   batches of `batch_size` rows cut across chunk boundaries; fractional `num_gpus` packs actors.
-* a worker that dies (segfaulting decoder, OOM kill) fails only its clips: a multi-row batch is retried
-  row by row, and a row that kills a worker on its own becomes a failed row with the reason.
+* a worker that dies (segfaulting decoder, OOM kill, preemption) fails only its clips: a multi-row batch is
+  retried row by row, and a row that kills a worker on its own `max_attempts` times becomes a failed row
+  with the reason (a bounded number of attempts, never a loop).
+* `clip_timeout_s`: a clip measured longer than this fails with "timed out" (an alarm in the worker).
 """
 
 from __future__ import annotations
@@ -20,25 +22,28 @@ PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(_
 
 
 def _run_batch(spec: StageSpec, rows: list[dict]) -> list[dict]:
-    return tagged(measure_safely(spec.build(), rows))
+    return tagged(measure_safely(spec.build(), rows, spec.clip_timeout_s))
 
 
 class _StageActor:
     def __init__(self, spec: StageSpec):
         self.stage = spec.build()
+        self.timeout = spec.clip_timeout_s
 
     def measure(self, rows: list[dict]) -> list[dict]:
-        return tagged(measure_safely(self.stage, rows))
+        return tagged(measure_safely(self.stage, rows, self.timeout))
 
 
 class RayExecutor(Executor):
     name = "ray"
 
-    def __init__(self, address: str | None = None, num_cpus: int | None = None, max_inflight: int = 0):
+    def __init__(self, address: str | None = None, num_cpus: int | None = None, max_inflight: int = 0,
+                 max_attempts: int = 2):
         import ray
 
         self._ray = ray
         self._started = False
+        self.max_attempts = max(1, int(max_attempts))
         if not ray.is_initialized():
             address = address or os.environ.get("RAY_ADDRESS") or None
             kwargs = dict(
@@ -76,7 +81,10 @@ class RayExecutor(Executor):
     # -- tasks -------------------------------------------------------------------------------
     def _tasks(self, spec, res, batches):
         ray = self._ray
-        remote = ray.remote(_run_batch).options(num_cpus=res.cpus, num_gpus=res.gpus, max_retries=1)
+        # a batch that kills its worker is split at once; a single clip gets max_attempts tries in all
+        remote = ray.remote(_run_batch)
+        batch_task = remote.options(num_cpus=res.cpus, num_gpus=res.gpus, max_retries=0)
+        row_task = remote.options(num_cpus=res.cpus, num_gpus=res.gpus, max_retries=self.max_attempts - 1)
         spec_ref = ray.put(spec)
         queue = deque((i, rows) for i, rows in enumerate(batches))
         inflight: dict = {}
@@ -84,14 +92,15 @@ class RayExecutor(Executor):
         while queue or inflight:
             while queue and len(inflight) < self.max_inflight:
                 index, rows = queue.popleft()
-                inflight[remote.remote(spec_ref, rows)] = (index, rows)
+                task = batch_task if len(rows) > 1 else row_task
+                inflight[task.remote(spec_ref, rows)] = (index, rows)
             done, _ = ray.wait(list(inflight), num_returns=1)
             for ref in done:
                 index, rows = inflight.pop(ref)
                 try:
                     yield from self._finish(index, ray.get(ref), split)
                 except (ray.exceptions.RayError, OSError) as exc:
-                    yield from self._on_crash(index, rows, exc, queue, split)
+                    yield from self._on_crash(index, rows, exc, queue, split, self.max_attempts)
 
     # -- actors ------------------------------------------------------------------------------
     def _actor_count(self, spec, res, n_batches: int) -> int:
@@ -121,6 +130,7 @@ class RayExecutor(Executor):
         idle = deque(actors)
         inflight: dict = {}
         split: dict[int, list] = {}
+        tries: dict = {}
         try:
             while queue or inflight:
                 while queue and idle:
@@ -136,7 +146,11 @@ class RayExecutor(Executor):
                     except (ray.exceptions.RayError, OSError) as exc:
                         ray.kill(actor)
                         idle.append(self._new_actor(spec_ref, res))
-                        yield from self._on_crash(index, rows, exc, queue, split)
+                        tries[_key(index)] = tries.get(_key(index), 0) + 1
+                        if len(rows) == 1 and tries[_key(index)] < self.max_attempts:
+                            queue.append((index, rows))  # an actor is not retried by Ray: count here
+                            continue
+                        yield from self._on_crash(index, rows, exc, queue, split, tries.get(_key(index), 1))
                         continue
                     yield from self._finish(index, result, split)
         finally:
@@ -157,13 +171,18 @@ class RayExecutor(Executor):
             yield parent, bucket
 
     @staticmethod
-    def _on_crash(index, rows, exc, queue, split):
+    def _on_crash(index, rows, exc, queue, split, attempts: int = 1):
         if isinstance(index, int) and len(rows) > 1:
             for position, row in enumerate(rows):  # retry row by row to isolate the culprit
                 queue.append(((index, position, len(rows)), [row]))
             return
-        reason = f"worker died while measuring this clip ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+        reason = (f"worker died while measuring this clip ({attempts} attempt{'s' if attempts > 1 else ''}, "
+                  f"executor.max_attempts; {type(exc).__name__}: {str(exc).splitlines()[0][:200]})")
         yield from RayExecutor._finish(index, [{"_error": reason}], split)
+
+
+def _key(index) -> tuple:
+    return index if isinstance(index, tuple) else (index,)
 
 
 def _stage_cls(spec: StageSpec):

@@ -178,7 +178,7 @@ def test_hugging_face_cache_is_found(random_checkpoint, offline):
 
 def test_missing_checkpoint_says_where_it_looked(offline):
     with pytest.raises(CheckpointNotFound) as err:
-        find_checkpoint(None)
+        find_checkpoint(None, allow_download=True)
     text = str(err.value)
     assert "quality.checkpoint: not set" in text
     assert f"Hugging Face cache {offline}" in text

@@ -35,7 +35,7 @@ def test_vggsound_bad_row_names_the_line(tmp_path):
 
 def test_csv_with_header_and_optional_columns(tmp_path):
     path = write(tmp_path, "m.csv", "clip_id,video,label,start,end\na,clips/a.mp4,dog,1.5,11.5\nb,/abs/b.mkv,,,\nc,s3://bucket/c.mp4,cat,,\n")
-    m = read_input(path, media_root=str(tmp_path))
+    m = read_input(path, media_root=str(tmp_path), allow_outside_root=True)
     assert [r["clip_id"] for r in m.rows] == ["a", "b", "c"]
     assert m.rows[0]["video"] == str(tmp_path / "clips" / "a.mp4")
     assert (m.rows[0]["start"], m.rows[0]["end"]) == (1.5, 11.5)
@@ -91,3 +91,39 @@ def test_unsafe_and_duplicate_ids_are_rejected_not_changed(tmp_path):
     assert reasons[(4, "ok_1")] == "duplicate clip_id (first seen on line 2)"
     assert reasons[(5, "ok_2")] == "empty video path"
     assert unsafe_id_reason("YbQ-x_9Tz0A_000030") is None
+
+
+def test_unterminated_quote_names_its_line(tmp_path):
+    body = "clip_id,video,label\na,a.mp4,dog\nb,b.mp4,\"cat barking\n" + "".join(f"c{i},c{i}.mp4,bird\n" for i in range(5000))
+    with pytest.raises(ManifestError, match="line 3: a quote opened on this line is never closed"):
+        read_input(write(tmp_path, "q.csv", body))
+
+
+def test_quote_that_swallows_lines_is_refused_not_merged(tmp_path):
+    body = "clip_id,video,label\na,a.mp4,dog\nb,b.mp4,\"cat\nc,c.mp4,bird\nd,d.mp4,\"owl\"\n"
+    with pytest.raises(ManifestError, match="line 3: a quoted value runs over several lines"):
+        read_input(write(tmp_path, "s.csv", body))
+    vgg = "aaaaaaaaaaa,1,\"dog,train\nbbbbbbbbbbb,2,cat,train\n"
+    with pytest.raises(ManifestError, match="line 1: a quote opened on this line is never closed"):
+        read_input(write(tmp_path, "v.csv", vgg))
+
+
+def test_quoted_commas_and_blank_lines_keep_line_numbers(tmp_path):
+    body = "\nclip_id,video,label\n\na,a.mp4,\"dog, barking\"\n../x,x.mp4,cat\n"
+    m = read_input(write(tmp_path, "ok.csv", body))
+    assert [(r["clip_id"], r["label"]) for r in m.rows] == [("a", "dog, barking")]
+    assert [(r["line"], r["clip_id"]) for r in m.rejected] == [(5, "../x")]
+
+
+def test_rows_outside_media_root_are_refused_unless_allowed(tmp_path):
+    root = tmp_path / "media"
+    root.mkdir()
+    body = "clip_id,video\nin,a/b.mp4\nup,../x.mp4\nabs,/etc/passwd\nurl,s3://bucket/c.mp4\nsneaky,a/../../y.mp4\n"
+    m = read_input(write(tmp_path, "m.csv", body), media_root=str(root))
+    assert [r["clip_id"] for r in m.rows] == ["in"]
+    reasons = {r["clip_id"]: r["reason"] for r in m.rejected}
+    assert set(reasons) == {"up", "abs", "url", "sneaky"}
+    assert all(r.startswith("video outside MEDIA_ROOT:") and "allow_media_outside_root" in r for r in reasons.values())
+    assert len(read_input(write(tmp_path, "m.csv", body), media_root=str(root), allow_outside_root=True).rows) == 5
+    # without a MEDIA_ROOT there is nothing to be outside of
+    assert len(read_input(write(tmp_path, "m.csv", body)).rows) == 5

@@ -32,7 +32,7 @@ def test_status_of_a_running_then_killed_build(sample_dir, tmp_path):
     with open(os.path.join(sample_dir, "manifest.csv")) as fh:
         lines = fh.readlines()
     manifest = tmp_path / "six.csv"
-    manifest.write_text("".join(lines[:7]))  # header + 6 clips in 3 chunks of 2
+    manifest.write_text("".join(lines))  # header + 24 clips in 12 chunks of 2: long enough to be caught running
     cmd = [sys.executable, "-m", "pipeline", "build", "--config", SAMPLE_CONFIG, "--input", str(manifest),
            "--media-root", sample_dir, "--out", out, "--executor", "local", "--no-progress",
            "--set", f"run.stages={FAST_STAGES}", "--set", "run.chunk_size=2"]
@@ -43,19 +43,19 @@ def test_status_of_a_running_then_killed_build(sample_dir, tmp_path):
         while not os.path.exists(marker) and time.time() < deadline and proc.poll() is None:
             time.sleep(0.05)
         assert os.path.exists(marker), "the build never finished its first chunk"
+        report = run_status(out)  # in-process first: the build is certainly still running
         running = status(out)
-        report = run_status(out)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     assert running.returncode == 0, running.stderr
     assert f"state: RUNNING (pid {proc.pid} on " in running.stdout
     assert report["running"]["pid"] == proc.pid and report["complete"] is False
-    assert report["stages"]["ingest"]["done"] >= 1 and report["stages"]["ingest"]["chunks"] == 3
-    assert report["stages"]["quality"] == {**report["stages"]["quality"], "done": 0, "pending": 3, "chunks": 3}
+    assert report["stages"]["ingest"]["done"] >= 1 and report["stages"]["ingest"]["chunks"] == 12
+    assert report["stages"]["quality"] == {**report["stages"]["quality"], "done": 0, "pending": 12, "chunks": 12}
     assert "last log line: " in running.stdout and "ingest" in running.stdout.splitlines()[-1]
 
     killed = format_status(run_status(out))
     assert "state: incomplete, no build running" in killed and "rerun the same build command" in killed
     rows = {line.split()[0]: line.split() for line in killed.splitlines() if line.split()}
-    assert rows["quality"][1:3] == ["0/3", "3"]  # nothing of quality done, all three chunks pending
+    assert rows["quality"][1:3] == ["0/12", "12"]  # nothing of quality done, all twelve chunks pending

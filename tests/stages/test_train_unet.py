@@ -67,3 +67,16 @@ def test_settings_are_validated_and_batch_size_is_fingerprinted(tmp_path):
     a = TrainUNetStage(TrainUNetStage.params_from({"batch_size": 16}), ctx).measure_settings()
     b = TrainUNetStage(TrainUNetStage.params_from({"batch_size": 32}), ctx).measure_settings()
     assert a != b and "num_gpus" not in a
+
+
+def test_different_rows_are_a_new_training_identity(tmp_path):
+    """A checkpoint of other data is never resumed: one row fewer retrains from step 0."""
+    ctx, rows = make_run(tmp_path)
+    stage = TrainUNetStage(TrainUNetStage.params_from(MICRO), ctx)
+    stage.run_global(rows)
+    work = tmp_path / "work" / "train_unet"
+    first = json.loads((work / "train_summary.json").read_text())
+    stage.run_global(rows[:2])
+    second = json.loads((work / "train_summary.json").read_text())
+    assert second["resumed_from"] == 0 and second["fingerprint"] != first["fingerprint"]
+    assert second["config"]["data_digest"] != first["config"]["data_digest"]
