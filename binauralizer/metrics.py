@@ -383,3 +383,56 @@ def reference_errors(
         "stft_distance": stft_distance,
         "envelope_distance": envelope_distance,
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# Frame-wise cues against a reference (the spatial evaluation, benchmarks/eval_spatial.py)
+# ---------------------------------------------------------------------------------------------
+
+ILD_BANDS_HZ = ((125, 250), (250, 500), (500, 1000), (1000, 2000), (2000, 4000), (4000, 8000))
+ITD_MAX_HZ = 1500.0  # below ~1.5 kHz the head's phase is unambiguous: the ITD lives there
+
+
+def frame_cues(x: np.ndarray, sr: int = 16000, frame_s: float = 0.2, itd_max_hz: float = ITD_MAX_HZ,
+               max_lag_ms: float = MAX_LAG_MS) -> dict:
+    """Per non-overlapping frame: broadband ILD (dB), band-limited GCC-PHAT ITD (ms), energy.
+
+    The ITD is GCC-PHAT with the PHAT weights kept only below `itd_max_hz` (high bins carry
+    wrapped phase and would let level-only renderings score a spurious delay).
+    """
+    x = check_binaural(x)
+    size = int(round(frame_s * sr))
+    count = x.shape[1] // size
+    frames = x[:, : count * size].reshape(2, count, size)
+    el, er = (frames[0] ** 2).sum(-1), (frames[1] ** 2).sum(-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ild = 10 * np.log10((el + EPS) / (er + EPS))
+    lag = _max_lag(sr, max_lag_ms)
+    nfft = sfft.next_fast_len(size + lag + 1, real=True)
+    cross = sfft.rfft(frames[1], nfft, axis=-1) * np.conj(sfft.rfft(frames[0], nfft, axis=-1))
+    cross /= np.maximum(np.abs(cross), EPS)
+    cross[..., np.fft.rfftfreq(nfft, 1 / sr) > itd_max_hz] = 0
+    up = 8  # sub-sample peak on an 8x interpolated correlation
+    gcc = sfft.irfft(cross, nfft * up, axis=-1)
+    window = np.concatenate([gcc[..., nfft * up - lag * up:], gcc[..., : lag * up + 1]], axis=-1)
+    itd = (np.argmax(window, axis=-1) - lag * up) / (sr * up) * 1e3
+    return {"ild_db": ild, "itd_ms": itd, "energy": el + er, "frame_s": size / sr}
+
+
+def band_ild_errors(pred: np.ndarray, ref: np.ndarray, sr: int = 16000, bands=ILD_BANDS_HZ,
+                    settings: StftSettings = DEFAULT_STFT) -> dict:
+    """Mean |dILD| (dB) per frequency band over the reference's strong bins (as reference_errors)."""
+    pred, ref = check_binaural(pred), check_binaural(ref)
+    n = min(pred.shape[1], ref.shape[1])
+    sp, sg = stft(pred[:, :n], settings), stft(ref[:, :n], settings)
+    mag = np.abs(sg)
+    per_freq_max = mag.max(axis=-1, keepdims=True)
+    strong = mag >= per_freq_max * 10 ** (-REF_BINS_DB / 20)
+    mask = strong[0] & strong[1] & (per_freq_max[0] > 0) & (per_freq_max[1] > 0)
+    d_ild = np.abs(_ild_bins(sp) - _ild_bins(sg))
+    freqs = np.fft.rfftfreq(settings.n_fft, 1 / sr)
+    out = {}
+    for lo, hi in bands:
+        sel = mask & ((freqs >= lo) & (freqs < hi))[:, None]
+        out[f"{lo}-{hi}"] = float(d_ild[sel].mean()) if sel.any() else float("nan")
+    return out

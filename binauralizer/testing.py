@@ -2,6 +2,8 @@
 
 synthetic_pool   -- stand-in source clips (varied sounds, a coloured object on a texture)
 tiny_model_path  -- the tiny U-Net trained once on that pool and cached in the temp folder
+paper_tiny_model_path -- the same with the paper's training data (first-order targets through KEMAR,
+                   L + R input, black canvas): the `paper` row of benchmarks/eval_spatial
 """
 
 from __future__ import annotations
@@ -105,3 +107,11 @@ def tiny_model_path(cache_root: str | None = None, cfg: TrainConfig = TINY, pool
                     if other != os.path.basename(out_dir):
                         shutil.rmtree(os.path.join(root, other), ignore_errors=True)
     return model_path
+
+
+def paper_tiny_model_path() -> str:
+    """The tiny U-Net trained on PseudoBinaural's own recipe, cached apart from the default one."""
+    import dataclasses
+
+    cfg = dataclasses.replace(TINY, target="paper", input="downmix", background="black", hrir="kemar")
+    return tiny_model_path(os.path.join(tempfile.gettempdir(), "binauralvgg-tiny-unet-paper"), cfg)

@@ -33,7 +33,7 @@ STAGE_COLUMNS: dict[str, tuple[str, ...]] = {
         "dsp_clipping", "dsp_bandwidth_hz", "dsp_snr_db", "dsp_score",
     ),
     "localize": (
-        "loc_method", "az_mean_deg", "az_start_deg", "az_end_deg", "el_mean_deg", "loc_confidence",
+        "loc_method", "az_mean_deg", "az_start_deg", "az_end_deg", "el_mean_deg", "loc_confidence", "loc_centre_pull",
         "heatmap_path", "spatial_path", "traj_path",
     ),
     "convert": ("conversion_mode", "binaural_path"),

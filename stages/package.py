@@ -258,7 +258,7 @@ class PackageStage(Stage):
             "conversion_mode": row.get("conversion_mode"),
             "spatial_metrics": {c: row.get(c) for c in METRIC_COLUMNS},
             "trajectory": {**trajectory_summary(traj, fps), "method": row.get("loc_method"),
-                           "confidence": row.get("loc_confidence")},
+                           "confidence": row.get("loc_confidence"), "centre_pull": row.get("loc_centre_pull")},
         }
 
     def fingerprint(self, row: dict) -> str:

@@ -45,6 +45,10 @@ class TrainUNetParams(Params):
     moving_prob: float = 0.0  # fraction of sources moving along a path
     camera_rotation_prob: float = 0.0  # fraction of scenes under a camera pan (FOA rotation)
     checkpoint_every: int = 50
+    hrirs: str = "kemar,sonicom-1"  # HRIR sets of the pseudo pairs, comma-separated (each pair draws one); "" = spatial.hrir
+    target: str = "direct"  # pseudo-pair rendering: direct (real ITD) | sh4 (order 4, magLS) | paper (first order, 8 speakers)
+    input: str = "mono"  # network input in training: mono (as convert feeds it) | downmix (the paper's L + R)
+    background: str = "frame"  # pseudo-pair canvas: frame (another clip's full frame) | black (the paper's)
     seed: int = 0
     ddp_workers: int = 1  # DDP workers (Ray Train); 1 = one process, no Ray
     num_gpus: float = 0.0  # per DDP worker, as for every stage's actors: 0 (CPU, gloo) or 1
@@ -73,6 +77,12 @@ class TrainUNetParams(Params):
         workers = self.ddp_workers
         if self.batch_size % workers:
             raise ConfigError(f"stages.train_unet.batch_size: {self.batch_size} does not split over {workers} workers")
+        if self.target not in ("direct", "sh4", "paper"):
+            raise ConfigError(f"stages.train_unet.target: direct, sh4 or paper; got {self.target!r}")
+        if self.background not in ("frame", "black"):
+            raise ConfigError(f"stages.train_unet.background: frame or black; got {self.background!r}")
+        if self.input not in ("mono", "downmix"):
+            raise ConfigError(f"stages.train_unet.input: mono or downmix; got {self.input!r}")
         for key in ("moving_prob", "camera_rotation_prob"):
             if not 0 <= getattr(self, key) <= 1:
                 raise ConfigError(f"stages.train_unet.{key}: must be in [0, 1]")
@@ -86,8 +96,9 @@ def train_config(p: TrainUNetParams, run_seed: int = 0, spatial: Spatial | None 
         steps=p.steps, batch_size=p.batch_size, lr_visual=p.lr_visual, lr_audio=p.lr_audio, lr_fusion=p.lr_fusion,
         weight_decay=p.weight_decay, lr_decay=p.lr_decay, decay_every=p.decay_every, width=p.width,
         frame_size=(p.frame_height, p.frame_width), visual=p.visual, visual_checkpoint=p.visual_checkpoint or None,
-        freeze_visual=p.freeze_visual, apnet=p.apnet, hrir=spatial.hrir, fov_deg=spatial.fov_deg,
-        sh_order=spatial.sh_order, decoder=spatial.decoder, seed=p.seed + 1_000_003 * run_seed,
+        freeze_visual=p.freeze_visual, apnet=p.apnet, hrir=p.hrirs or spatial.hrir, fov_deg=spatial.fov_deg,
+        sh_order=spatial.sh_order, decoder=spatial.decoder, target=p.target, input=p.input, background=p.background,
+        seed=p.seed + 1_000_003 * run_seed,
         moving_prob=p.moving_prob, camera_rotation_prob=p.camera_rotation_prob, checkpoint_every=p.checkpoint_every,
         data_digest=data_digest,
     )

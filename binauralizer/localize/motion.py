@@ -143,3 +143,18 @@ class MotionLocaliser:
         prior = self.prior_weight * scale * centre_prior(*ev.shape[1:], sigma=self.prior_sigma)
         out = (ev + prior[None]) / ((1.0 + self.prior_weight) * scale)
         return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
+@register("motion-centroid")
+class MotionCentroidLocaliser:
+    """The weight-free baseline every localiser must beat: where the picture moves most, ignoring the
+    audio. Heatmap = local motion energy (global change removed), so the track is its centroid."""
+
+    def __init__(self, grid: int = 56, **motion_options):
+        self.motion = MotionLocaliser(grid=grid, **motion_options)
+
+    def heatmaps(self, frames: np.ndarray, audio: np.ndarray) -> np.ndarray:
+        from binauralizer.localize.base import normalise_clip
+
+        frames, audio = check_inputs(frames, audio)
+        return normalise_clip(self.motion.motion_energy(frames))

@@ -109,21 +109,36 @@ class SemanticLocaliser:
 
     def audio_tags(self, audio: np.ndarray) -> np.ndarray:
         """(521,) clip-level YAMNet scores with all but the top_k zeroed."""
-        mean = self.yamnet.scores(audio)[0].mean(axis=0)
-        keep = np.argsort(-mean, kind="stable")[: self.top_k]
-        tags = np.zeros_like(mean)
-        tags[keep] = mean[keep]
+        return self._top_k(self.yamnet.scores(audio)[0].mean(axis=0))
+
+    def window_tags(self, audio: np.ndarray, times_s: np.ndarray) -> np.ndarray:
+        """(len(times_s), 521) tags per moment: YAMNet's 0.96 s patches near each time (a +-1 patch
+        triangular average), top_k kept per moment. A clip average would let a sound that plays
+        for two seconds steer the map for all ten."""
+        scores, centres = self.yamnet.scores(audio)
+        if len(scores) == 1:
+            return np.repeat(self._top_k(scores[0])[None], len(times_s), axis=0)
+        hop = float(np.median(np.diff(centres)))
+        w = np.maximum(0.0, 1.0 - np.abs(np.asarray(times_s)[:, None] - centres[None, :]) / (1.5 * hop))
+        w /= np.maximum(w.sum(axis=1, keepdims=True), 1e-9)
+        return np.stack([self._top_k(row) for row in w @ scores])
+
+    def _top_k(self, scores: np.ndarray) -> np.ndarray:
+        keep = np.argsort(-scores, kind="stable")[: self.top_k]
+        tags = np.zeros_like(scores)
+        tags[keep] = scores[keep]
         return tags
 
     def visual_direction(self, tags: np.ndarray):
         """1280-vector whose dot product with a feature column is sum_j v_j CAM_j."""
         import torch
 
-        v = torch.from_numpy(tags.astype(np.float32)).to(self.device) @ self.bridge  # (1000,)
-        return v @ self.class_weights  # (1280,)
+        v = torch.from_numpy(tags.astype(np.float32)).to(self.device) @ self.bridge  # (..., 1000)
+        return v @ self.class_weights  # (..., 1280)
 
     def cams(self, frames: np.ndarray, direction) -> np.ndarray:
-        """(len(frames), h/32, w/32) projected class activation maps of uint8 frames."""
+        """(len(frames), h/32, w/32) projected class activation maps of uint8 frames; `direction` is
+        one (1280,) vector or one per frame (len(frames), 1280)."""
         import torch
 
         from binauralizer.pseudobinaural.backbones import to_imagenet_tensor
@@ -133,7 +148,9 @@ class SemanticLocaliser:
             for i in range(0, len(frames), 8):
                 x = to_imagenet_tensor(frames[i : i + 8]).to(self.device)
                 feats = self.net.features(x)  # (n, 1280, h, w)
-                out.append(torch.einsum("nchw,c->nhw", feats, direction).float().cpu().numpy())
+                d = direction if direction.ndim == 1 else direction[i : i + 8]
+                spec = "nchw,c->nhw" if d.ndim == 1 else "nchw,nc->nhw"
+                out.append(torch.einsum(spec, feats, d).float().cpu().numpy())
         return np.concatenate(out, axis=0)
 
     def heatmaps(self, frames: np.ndarray, audio: np.ndarray) -> np.ndarray:
@@ -142,7 +159,8 @@ class SemanticLocaliser:
         fps = t * self.sample_rate / audio.size
         step = max(1, int(round(fps / self.cam_fps))) if self.cam_fps > 0 else 1
         picks = np.unique(np.append(np.arange(0, t, step), t - 1))
-        maps = np.maximum(self.cams(frames[picks], self.visual_direction(self.audio_tags(audio))), 0.0)
+        tags = self.window_tags(audio, picks / fps)
+        maps = np.maximum(self.cams(frames[picks], self.visual_direction(tags)), 0.0)
         if picks.size < t:  # linear interpolation in time between the computed frames
             pos = np.interp(np.arange(t), picks, np.arange(picks.size))
             lo = np.floor(pos).astype(int)

@@ -9,6 +9,13 @@ Outliers follow FoleySpace §III-C: frame-to-frame motion magnitudes above their
 mark the frame and its neighbours as unreliable; those coordinates are dropped and linearly
 interpolated from the kept ones, each dimension separately.
 
+Tracking follows the mass of a confident region, not each frame's peak: the maps are first
+averaged over a short time window (`region_sigma` frames), so one frame's chance evidence cannot
+make the track jump, and the position is the centroid of the cells at or above half of that
+frame's maximum. Each frame's confidence is how much its peak stands out (peak - mean of the
+clip-normalised map); below `full_confidence` the position is pulled towards the picture centre in
+proportion (no evidence = straight ahead), and the pull is returned so the stage can record it.
+
 Distance: a heatmap carries no depth, so the distance column is constant (`distance_m`, 1.0 m by
 default). A depth cue, when one exists, can be passed per frame to `trajectory_from_heatmaps`.
 """
@@ -85,6 +92,29 @@ def to_direction(track: np.ndarray, fov_deg: float = 120.0, vfov_deg: float = 90
     return np.stack([az, el], axis=1)
 
 
+def frame_confidence(heatmaps: np.ndarray) -> np.ndarray:
+    """(T,) how much each frame's peak stands out of its (clip-normalised) map: max - mean, in [0, 1]."""
+    flat = np.asarray(heatmaps, dtype=np.float64).reshape(len(heatmaps), -1)
+    if flat.size == 0:
+        return np.zeros(len(heatmaps))
+    return np.clip(flat.max(axis=1) - flat.mean(axis=1), 0.0, 1.0)
+
+
+def region_maps(heatmaps: np.ndarray, region_sigma: float = 1.0) -> np.ndarray:
+    """Maps averaged over a short Gaussian time window (sigma in frames): a region's mass, not a flicker."""
+    maps = np.asarray(heatmaps, dtype=np.float64)
+    if region_sigma and region_sigma > 0 and maps.shape[0] > 1:
+        maps = gaussian_filter1d(maps, sigma=float(region_sigma), axis=0, mode="nearest")
+    return maps
+
+
+def centre_pull(conf: np.ndarray, full_confidence: float = 0.1) -> np.ndarray:
+    """(T,) weight of the measured position, 1 at or above full confidence, 0 with no evidence."""
+    if full_confidence <= 0:
+        return np.ones_like(np.asarray(conf, dtype=np.float64))
+    return np.clip(np.asarray(conf, dtype=np.float64) / full_confidence, 0.0, 1.0)
+
+
 def trajectory_from_heatmaps(
     heatmaps: np.ndarray,
     fov_deg: float = 120.0,
@@ -92,20 +122,29 @@ def trajectory_from_heatmaps(
     smoothing: float = 1.0,
     percentile: float = 95.0,
     distance_m: float | np.ndarray = 1.0,
-) -> np.ndarray:
+    region_sigma: float = 1.0,
+    full_confidence: float = 0.1,
+    return_weight: bool = False,
+):
     """Heatmaps (T, h, w) -> trajectory (T, 3): azimuth_deg, elevation_deg, distance_m (float32).
 
     `smoothing` is the standard deviation, in frames, of a Gaussian applied after the outlier
-    repair (0 disables it). `distance_m` is a constant or a per-frame depth cue.
+    repair (0 disables it). `distance_m` is a constant or a per-frame depth cue. `region_sigma`
+    (frames) and `full_confidence` set the region tracking and the pull towards the centre (0
+    disables either); with `return_weight` also the (T,) weight each frame's measured position got.
     """
-    track = track_positions(heatmaps)
+    maps = region_maps(heatmaps, region_sigma)
+    track = track_positions(maps)
     drop = outlier_frames(track, percentile)
     track = interpolate_gaps(track, drop)
+    weight = centre_pull(frame_confidence(maps), full_confidence)
+    track = 0.5 + (track - 0.5) * weight[:, None]
     if smoothing and smoothing > 0 and track.shape[0] > 1:
         track = gaussian_filter1d(track, sigma=float(smoothing), axis=0, mode="nearest")
     direction = to_direction(track, fov_deg, vfov_deg)
     distance = np.broadcast_to(np.asarray(distance_m, dtype=np.float64), (track.shape[0],))
-    return np.column_stack([direction, distance]).astype(np.float32)
+    traj = np.column_stack([direction, distance]).astype(np.float32)
+    return (traj, weight.astype(np.float32)) if return_weight else traj
 
 
 def confidence(heatmaps: np.ndarray) -> float:

@@ -22,7 +22,7 @@ from binauralizer.pseudobinaural import unet as unet_mod
 WINDOW = unet_mod.WINDOW_SAMPLES  # 10080 samples = 0.63 s
 HOP = 1600  # 0.1 s
 TARGET_RMS = 0.1
-MODES = ("unet", "sh", "mono")
+MODES = ("unet", "direct", "sh", "mono")
 
 
 def window_starts(n: int, window: int = WINDOW, hop: int = HOP) -> list[int]:
@@ -122,8 +122,15 @@ def convert_mono(audio: np.ndarray) -> np.ndarray:
     return np.repeat(np.asarray(audio, np.float32)[None], 2, axis=0)
 
 
+def convert_direct(audio: np.ndarray, trajectory: np.ndarray, fps: float, hrirs, **render_kw) -> np.ndarray:
+    """`direct` mode: the mono clip along its localised trajectory through interpolated measured HRIRs
+    (moving.render_trajectory(mode="direct")): the head's own ITD and ILD, 40 ms crossfades."""
+    return convert_sh(audio, trajectory, fps, hrirs, mode="direct", **render_kw)
+
+
 def convert_sh(audio: np.ndarray, trajectory: np.ndarray, fps: float, hrirs, **render_kw) -> np.ndarray:
-    """Render the mono clip along its localised trajectory (T, 3: az_deg, el_deg, dist_m)."""
+    """Render the mono clip along its localised trajectory (T, 3: az_deg, el_deg, dist_m); SH by
+    default, any render_trajectory mode through `mode=`."""
     from binauralizer import moving
 
     traj = np.asarray(trajectory, np.float64)

@@ -3,17 +3,22 @@
 A scene has 1, 2 or 3 sources (probability 0.4 / 0.5 / 0.1). Each source is a 0.63 s mono
 excerpt (10080 samples at 16 kHz) of a kept clip, RMS-normalised to 0.1, with an image patch cut
 from that clip's frame nearest the excerpt's middle (around the localiser's heatmap peak when
-there is one, else the centre). The patch goes to a random place on a black 360 x 640 canvas and
-its centre gives the direction: az = (W/2 - cx)/W * pi * 2/3 (-60..+60 degrees, positive =
-left), el = (H/2 - cy)/H * pi/2. The audio is rendered with the binauralizer's first-order
-spherical-harmonic path (8 virtual loudspeakers, least-squares decoder) through HRIRs that were
-RESAMPLED to 16 kHz -- PseudoBinaural's released code applies 44.1 kHz HRIRs to 16 kHz audio
-unresampled, which stretches interaural time differences 2.76x. Optionally a source moves along
+there is one, else the centre). The patch goes to a random place on a 360 x 640 canvas -- by
+default a full frame of another pool clip (conversion feeds full frames; PseudoBinaural's black
+canvas, `background="black"`, taught a model that fails on textured frames) -- and its centre
+gives the direction: az = (W/2 - cx)/W * pi * 2/3 (-60..+60 degrees, positive =
+left), el = (H/2 - cy)/H * pi/2. The audio is rendered (`target`) by direct interpolated-HRIR
+rendering (default: real interaural time differences), fourth-order SH with magLS (`sh4`), or
+PseudoBinaural's first-order path over 8 virtual loudspeakers (`paper`: level cues only, its ITD
+is 0-2 us at 15-30 degrees on KEMAR), through HRIRs RESAMPLED to 16 kHz -- PseudoBinaural's
+released code applies 44.1 kHz HRIRs to 16 kHz audio unresampled, which stretches interaural time
+differences 2.76x. Given several HRIR sets, each scene draws one (cues that hold for any head). Optionally a source moves along
 a short path (time-varying HRIR rendering) and the camera pans (FOA rotation).
 
-Outputs per scene: `binaural` (2, N) normalised so RMS(L + R) = 0.1, `mixture` = L + R (the
-network's input, as in PseudoBinaural and Sep-Stereo: the mono downmix of the target), `mono` =
-the plain sum of the sources' mono excerpts, the canvas, and each source's direction.
+Outputs per scene: `binaural` (2, N) normalised so RMS(L + R) = 0.1, `mixture` (the network's
+input: by default the sum of the sources' mono excerpts at RMS 0.1, which is what convert feeds
+the network; `input="downmix"` gives PseudoBinaural's L + R of the target), `mono` = the plain sum
+of the sources' mono excerpts, the canvas, and each source's direction.
 
 Scene i is generated from `numpy.random.default_rng(seed + i)` alone, so any scene can be
 rebuilt from (seed, index): training order is a function of (seed, step), which is what makes
@@ -70,18 +75,36 @@ class PairConfig:
     target_rms: float = 0.1
     patch_frac: tuple[float, float] = (0.25, 0.5)  # patch side as a fraction of canvas height
     crop_frac: tuple[float, float] = (0.5, 0.8)  # crop side as a fraction of the frame's short side
-    sh_order: int = 1
+    target: str = "direct"  # direct | sh4 | paper (see TARGETS)
+    sh_order: int = 1  # the `paper` target's order (its 8-speaker ring needs 1)
     decoder: str = "lsq"
     moving_prob: float = 0.0  # chance that a source moves along a path during the excerpt
     max_move_deg: float = 30.0  # total azimuth travel of a moving source
     camera_rotation_prob: float = 0.0  # chance of a camera pan (FOA rotation) per scene
     max_pan_deg: float = 20.0  # total yaw travel of a pan, centred on the frame shown
     min_excerpt_rms: float = 1e-4  # excerpts quieter than this are redrawn (up to 8 tries)
+    input: str = "mono"  # the network's input: "mono" (what convert feeds it) or "downmix" (L + R, the paper's)
+    background: str = "frame"  # canvas: "frame" (another pool clip's full frame, as at conversion) | "black" (paper)
+
+    def __post_init__(self):
+        if self.target not in TARGETS:
+            raise ValueError(f"pseudo-pair target must be one of {tuple(TARGETS)}, got {self.target!r}")
+        if self.background not in ("frame", "black"):
+            raise ValueError(f"pseudo-pair background must be 'frame' or 'black', got {self.background!r}")
+        if self.input not in ("mono", "downmix"):
+            raise ValueError(f"pseudo-pair input must be 'mono' or 'downmix', got {self.input!r}")
+
+
+# How a target is rendered. `direct` keeps the head's ITD (interpolated measured HRIRs); `sh4` is
+# fourth-order SH with the magLS decoder (ITD right below ~1.5 kHz); `paper` is PseudoBinaural's
+# first order over 8 virtual speakers: ITD 0-2 us at 15-30 degrees on KEMAR (direct: 129-255 us).
+TARGETS = {"direct": {"mode": "direct"}, "sh4": {"mode": "sh", "order": 4, "decoder": "magls"},
+           "paper": {"mode": "sh"}}
 
 
 @dataclass
 class Scene:
-    mixture: np.ndarray  # (N,) = L + R, network input
+    mixture: np.ndarray  # (N,) network input: the mono sources' sum (input "mono") or L + R ("downmix")
     binaural: np.ndarray  # (2, N) target, RMS(L + R) = target_rms
     mono: np.ndarray  # (N,) sum of the sources' mono excerpts
     frame: np.ndarray  # (H, W, 3) uint8 canvas
@@ -134,22 +157,42 @@ def crop_patch(frame: np.ndarray, heat: np.ndarray | None, side_frac: float) -> 
 
 def render_sources(sources: list[np.ndarray], az_deg: np.ndarray, el_deg: np.ndarray, hrirs, cfg: PairConfig,
                    moves_deg: np.ndarray | None = None, pan_deg: float = 0.0) -> np.ndarray:
-    """Sum of each source's binaural rendering, (2, N). Static sources use the SH path."""
+    """Sum of each source's binaural rendering, (2, N), through `cfg.target`'s renderer."""
     from binauralizer import sh_render
 
     n = len(sources[0])
     moves_deg = np.zeros(len(sources)) if moves_deg is None else moves_deg
-    if pan_deg:
+    if pan_deg and cfg.target == "paper":
         return _render_with_camera_pan(sources, az_deg, el_deg, hrirs, cfg, moves_deg, pan_deg)
     out = np.zeros((2, n), np.float64)
+    if pan_deg:  # the camera turns: every source moves by -yaw in head coordinates (yaw 0 at the frame shown)
+        times = np.linspace(0.0, n / SAMPLE_RATE, 9)
+        yaw = pan_deg * (np.linspace(0.0, 1.0, len(times)) - 0.5)
+        for mono, az, el in zip(sources, az_deg, el_deg):
+            out += _render_path(mono, times, az - yaw, el, hrirs, cfg)
+        return out
     static = [(m, float(a), float(e)) for m, a, e, mv in zip(sources, az_deg, el_deg, moves_deg) if not mv]
-    if static:  # 8 virtual loudspeakers on the horizontal ring at first order ("ring8")
-        out += sh_render.render_scene(static, hrirs, mode="sh", order=cfg.sh_order, decoder=cfg.decoder,
-                                      layout="ring8" if cfg.sh_order == 1 else "auto")[:, :n]
+    if static:
+        out += sh_render.render_scene(static, hrirs, **_render_options(cfg))[:, :n]
     for mono, az, el, move in zip(sources, az_deg, el_deg, moves_deg):
         if move:
             out += _render_moving(mono, az, el, move, hrirs, cfg)
     return out
+
+
+def _render_options(cfg: PairConfig) -> dict:
+    opts = dict(TARGETS[cfg.target])
+    if cfg.target == "paper":  # 8 virtual loudspeakers on the horizontal ring at first order
+        opts.update(order=cfg.sh_order, decoder=cfg.decoder, layout="ring8" if cfg.sh_order == 1 else "auto")
+    return opts
+
+
+def _render_path(mono, times, az_path, el, hrirs, cfg: PairConfig) -> np.ndarray:
+    from binauralizer import moving
+
+    opts = _render_options(cfg)
+    opts.pop("layout", None)
+    return moving.render_trajectory(mono, times, az_path, np.full_like(az_path, el), None, hrirs, **opts)[:, : len(mono)]
 
 
 def _path(az: float, move: float, n_points: int = 9) -> tuple[np.ndarray, np.ndarray]:
@@ -159,11 +202,8 @@ def _path(az: float, move: float, n_points: int = 9) -> tuple[np.ndarray, np.nda
 
 
 def _render_moving(mono: np.ndarray, az: float, el: float, move: float, hrirs, cfg: PairConfig) -> np.ndarray:
-    from binauralizer import moving
-
     times, path = _path(az, move)
-    return moving.render_trajectory(mono, times, path, np.full_like(path, el), None, hrirs, mode="sh", order=cfg.sh_order,
-                                    decoder=cfg.decoder)[:, : len(mono)]
+    return _render_path(mono, times, path, el, hrirs, cfg)
 
 
 def _render_with_camera_pan(sources, az_deg, el_deg, hrirs, cfg, moves_deg, pan_deg) -> np.ndarray:
@@ -190,10 +230,14 @@ class PseudoPairGenerator:
     """Indexable, seeded scene factory: `gen[i]` is always the same scene for the same seed."""
 
     def __init__(self, pool: list[SourceClip], hrirs, seed: int = 0, config: PairConfig | None = None):
+        """`hrirs`: one HRIRSet, or a list of them (each scene draws its head: head-independent cues)."""
         if not pool:
             raise ValueError("pseudo pairs need at least one source clip (no kept clip had audio and frames)")
         self.pool = pool
-        self.hrirs = hrirs
+        self.heads = list(hrirs) if isinstance(hrirs, (list, tuple)) else [hrirs]
+        if not self.heads:
+            raise ValueError("pseudo pairs need at least one HRIR set")
+        self.hrirs = self.heads[0]
         self.seed = int(seed)
         self.config = config or PairConfig()
 
@@ -207,7 +251,7 @@ class PseudoPairGenerator:
         cfg = self.config
         rng = np.random.default_rng(self.seed + int(index))
         n_src = int(rng.choice(len(cfg.source_count_probs), p=np.asarray(cfg.source_count_probs))) + 1
-        canvas = np.zeros((*cfg.canvas_hw, 3), np.uint8)
+        canvas = self._background(index)
         monos, azs, els, ids = [], [], [], []
         for _ in range(n_src):
             clip = self.pool[int(rng.integers(len(self.pool)))]
@@ -228,13 +272,19 @@ class PseudoPairGenerator:
         moves = np.where(rng.random(n_src) < cfg.moving_prob, rng.uniform(-1, 1, n_src) * cfg.max_move_deg, 0.0)
         pan = float(rng.uniform(-1, 1) * cfg.max_pan_deg) if rng.random() < cfg.camera_rotation_prob else 0.0
         az_arr, el_arr = np.asarray(azs), np.asarray(els)
-        binaural = render_sources(monos, az_arr, el_arr, self.hrirs, cfg, moves, pan)
-        mixture = binaural[0] + binaural[1]
-        gain = cfg.target_rms / max(float(np.sqrt(np.mean(mixture**2))), 1e-8)
+        head = self.heads[int(rng.integers(len(self.heads)))] if len(self.heads) > 1 else self.heads[0]
+        binaural = render_sources(monos, az_arr, el_arr, head, cfg, moves, pan)
+        downmix = binaural[0] + binaural[1]
+        gain = cfg.target_rms / max(float(np.sqrt(np.mean(downmix**2))), 1e-8)
+        mono_sum = np.sum(monos, axis=0)
+        if cfg.input == "mono":  # what convert feeds the network: the clip itself, at the same level
+            mixture = mono_sum * cfg.target_rms / max(float(np.sqrt(np.mean(mono_sum**2))), 1e-8)
+        else:
+            mixture = downmix * gain
         return Scene(
-            mixture=(mixture * gain).astype(np.float32),
+            mixture=mixture.astype(np.float32),
             binaural=(binaural * gain).astype(np.float32),
-            mono=np.sum(monos, axis=0).astype(np.float32),
+            mono=mono_sum.astype(np.float32),
             frame=canvas,
             az_deg=az_arr,
             el_deg=el_arr,
@@ -260,6 +310,18 @@ class PseudoPairGenerator:
                 break
         scale = self.config.source_rms / max(best_rms, self.config.min_excerpt_rms)
         return (best * scale).astype(np.float64), (best_start + n / 2) / SAMPLE_RATE
+
+    def _background(self, index: int) -> np.ndarray:
+        """The canvas the patches go on: black (the paper), or a full frame of a pool clip, as convert
+        sees full frames (its own random stream, so the scene's other draws do not change)."""
+        cfg = self.config
+        if cfg.background == "black":
+            return np.zeros((*cfg.canvas_hw, 3), np.uint8)
+        rng = np.random.default_rng((self.seed + int(index), 1))
+        clip = self.pool[int(rng.integers(len(self.pool)))]
+        clip = clip.load() if isinstance(clip, ClipRef) else clip
+        frame = np.asarray(clip.frames[int(rng.integers(len(clip.frames)))])
+        return np.ascontiguousarray(_resize(frame, cfg.canvas_hw))
 
     def _patch(self, clip: SourceClip, mid_s: float, rng: np.random.Generator) -> np.ndarray:
         cfg = self.config

@@ -41,10 +41,13 @@ class TrainConfig:
     visual_checkpoint: str | None = None
     freeze_visual: bool = True
     apnet: bool = False
-    hrir: str = "kemar"
+    hrir: str = "kemar,sonicom-1"  # one set or several, comma-separated (each scene draws one)
     fov_deg: float = 120.0  # camera field of view of the pseudo pairs' canvas (the run's spatial.fov_deg)
-    sh_order: int = 1
+    sh_order: int = 1  # the `paper` target's SH order
     decoder: str = "lsq"
+    target: str = "direct"  # pseudo-pair rendering: direct | sh4 | paper (first order, 8 speakers)
+    input: str = "mono"  # network input in training: mono (as at conversion) | downmix (the paper's L + R)
+    background: str = "frame"  # pseudo-pair canvas: frame (another clip's full frame) | black (the paper's)
     seed: int = 0
     moving_prob: float = 0.0
     camera_rotation_prob: float = 0.0
@@ -58,7 +61,8 @@ class TrainConfig:
 
     def pair_config(self) -> PairConfig:
         return PairConfig(moving_prob=self.moving_prob, camera_rotation_prob=self.camera_rotation_prob,
-                          fov=self.fov_deg / 180.0, sh_order=self.sh_order, decoder=self.decoder)
+                          fov=self.fov_deg / 180.0, sh_order=self.sh_order, decoder=self.decoder,
+                          target=self.target, input=self.input, background=self.background)
 
     def fingerprint(self) -> str:
         """Identity of a training run: every field except those that only say how long/how often."""
@@ -185,9 +189,11 @@ def write_loss_curve(out_dir: str, history: list[dict], png: bool = True) -> Non
 
 
 def load_hrirs(name: str):
+    """One HRIRSet, or a list for a comma-separated list of sets."""
     from binauralizer import hrir
 
-    return hrir.load_hrirs(name)
+    names = [n.strip() for n in str(name).split(",") if n.strip()]
+    return hrir.load_hrirs(names[0]) if len(names) == 1 else [hrir.load_hrirs(n) for n in names]
 
 
 def train(cfg: TrainConfig, pool, out_dir: str, hrirs=None, device: str | torch.device = "cpu",

@@ -36,6 +36,14 @@ def generator(kemar):
     return PseudoPairGenerator(synthetic_pool(6, seed=0), kemar, seed=11)
 
 
+def test_several_heads_are_drawn_per_scene(kemar):
+    gen = PseudoPairGenerator(synthetic_pool(6, seed=0), [kemar, load_hrirs("sonicom-1")], seed=11,
+                              config=PairConfig(source_count_probs=(1.0,)))
+    one = PseudoPairGenerator(synthetic_pool(6, seed=0), kemar, seed=11, config=PairConfig(source_count_probs=(1.0,)))
+    differ = [not np.allclose(gen[i].binaural, one[i].binaural, atol=1e-6) for i in range(12)]
+    assert 2 <= sum(differ) <= 10  # some scenes through SONICOM, the others identical to KEMAR-only
+
+
 def test_canvas_geometry_spans_plus_minus_60_and_45_degrees():
     assert canvas_to_direction(0, 180) == pytest.approx((60.0, 0.0))
     assert canvas_to_direction(640, 180) == pytest.approx((-60.0, 0.0))
@@ -56,8 +64,30 @@ def test_levels_mixture_and_shapes(generator):
     assert s.binaural.shape == (2, 10080) and s.binaural.dtype == np.float32
     assert s.frame.shape == (360, 640, 3) and s.frame.dtype == np.uint8
     assert np.sqrt(np.mean((s.binaural[0] + s.binaural[1]) ** 2)) == pytest.approx(0.1, rel=1e-4)
-    assert np.allclose(s.mixture, s.binaural[0] + s.binaural[1], atol=1e-6)
+    # the network's input is what convert feeds it: the mono clip (here the sources' sum) at RMS 0.1
+    assert np.allclose(s.mixture, s.mono * (0.1 / np.sqrt(np.mean(s.mono.astype(np.float64) ** 2))), atol=1e-6)
     assert s.mono.shape == (10080,) and len(s.az_deg) == len(s.clip_ids)
+    downmix = PseudoPairGenerator(synthetic_pool(6, seed=0), load_hrirs("kemar"), seed=11,
+                                  config=PairConfig(input="downmix"))[3]
+    assert np.allclose(downmix.mixture, downmix.binaural[0] + downmix.binaural[1], atol=1e-6)
+
+
+@pytest.mark.parametrize("az", [60.0, -60.0])
+def test_default_pseudo_pair_keeps_the_heads_itd_and_paper_target_loses_it(az):
+    """Band-limited (< 1.5 kHz) GCC-PHAT ITD of a one-source pair vs direct HRIR rendering, both heads."""
+    from binauralizer import sh_render
+    from binauralizer.pseudobinaural.pseudo_pairs import render_sources
+
+    x = np.random.default_rng(1).standard_normal(10080).astype(np.float32) * 0.1
+    for head in ("kemar", "sonicom-1"):
+        h = load_hrirs(head)
+        itd = lambda b: metrics.frame_cues(b, frame_s=0.6)["itd_ms"][0] * 1e3  # noqa: E731  microseconds
+        ref = itd(sh_render.render_static(x, az, 0.0, h, mode="direct"))
+        default = itd(render_sources([x], np.array([az]), np.array([0.0]), h, PairConfig()))
+        paper = itd(render_sources([x], np.array([az]), np.array([0.0]), h, PairConfig(target="paper")))
+        assert abs(ref) > 450 and np.sign(ref) == np.sign(az)
+        assert abs(default - ref) <= 50, (head, default, ref)
+        assert abs(paper - ref) > 100, (head, paper, ref)  # the first-order 8-speaker path's measured ITD loss
 
 
 def test_source_counts_follow_0_4_0_5_0_1(generator):

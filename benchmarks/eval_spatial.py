@@ -1,0 +1,278 @@
+"""Spatial fidelity on full frames: does the binaural audio put each sound where the picture shows it?
+
+28 scenes of 10 s (samplegen.spatial_scenes): real animal recordings with their pictures (ten
+drawings, two photographs) composited over real live-band footage whose people move, most with a
+silent picture crossing the frame as a distractor; sources static (left, centre, right) or moving.
+Ground truth: the mono recording rendered along its true path by direct HRIR rendering through
+SONICOM set 2, a head that no training and no default uses. Every method gets what the pipeline
+gets: the mono recording and the full frames (8 fps, 224 px high).
+
+Figures per method (frames of 0.2 s where the truth is within 30 dB of its loudest frame):
+side = fraction of frames with the true source more than 15 degrees off centre whose broadband ILD
+has the true side's sign and is at least 0.5 dB (all scenes, and static sources among moving
+distractors); spearman = median over moving scenes of the rank correlation of frame ILD with the
+true azimuth; |dITD| = median over frames of the difference of GCC-PHAT ITDs band-limited below
+1.5 kHz, microseconds; |dILD| = mean per-bin ILD error over the truth's strong bins, dB (per band in
+the second table). STFT and envelope distances are reported but rank nothing: they reward L + R =
+the input, not space. Rows: mono (L = R), centre (rendered straight ahead), oracle (the true path
+through the default KEMAR head: the floor a perfect localiser reaches without the test head),
+every localiser's trajectory rendered `direct`, and every conversion mode with the default
+localiser (`paper` = the U-Net trained on the paper's first-order targets).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import numpy as np  # noqa: E402
+from scipy import stats  # noqa: E402
+
+from binauralizer import metrics, moving  # noqa: E402
+from binauralizer.hrir import load_hrirs  # noqa: E402
+from samplegen import spatial_scenes  # noqa: E402
+
+TEST_HRIR = "sonicom-2"  # held out: no training set and no default uses it
+DEFAULT_HRIR = "kemar"
+OFF_CENTRE_DEG = 15.0
+MIN_ILD_DB = 0.5
+FRAME_S = 0.2
+ACTIVE_DB = 30.0
+LOCALISERS = ("motion-centroid", "motion", "semantic", "semantic+motion", "fusion-add", "fusion-max")
+FIGURES = ("side", "side_static_distractor", "spearman_moving", "itd_err_us", "ild_err_db",
+           "stft_distance", "envelope_distance")
+
+
+def truth(sc) -> np.ndarray:
+    return moving.render_trajectory(sc.mono, sc.times_s, sc.az_deg, sc.el_deg, None, load_hrirs(TEST_HRIR),
+                                    mode="direct")[:, : len(sc.mono)]
+
+
+def render(sc, traj: np.ndarray, mode: str = "direct", **kw) -> np.ndarray:
+    """The mono recording along a (T, 3) trajectory through the default head."""
+    return moving.render_trajectory(sc.mono, sc.times_s, traj[:, 0], traj[:, 1], None, load_hrirs(DEFAULT_HRIR),
+                                    mode=mode, **kw)[:, : len(sc.mono)]
+
+
+def score_scene(pred: np.ndarray, ref: np.ndarray, sc) -> dict:
+    """Frame cues of one method on one scene against the truth (see the module doc)."""
+    cp, cr = metrics.frame_cues(pred, frame_s=FRAME_S), metrics.frame_cues(ref, frame_s=FRAME_S)
+    n = len(cr["ild_db"])
+    centres = (np.arange(n) + 0.5) * cr["frame_s"]
+    az = np.interp(centres, sc.times_s, sc.az_deg)
+    active = cr["energy"] > cr["energy"].max() * 10 ** (-ACTIVE_DB / 10)
+    lateral = active & (np.abs(az) > OFF_CENTRE_DEG)
+    agree = (np.sign(cp["ild_db"]) == np.sign(az)) & (np.abs(cp["ild_db"]) >= MIN_ILD_DB)
+    rho = float("nan")
+    if sc.kind == "moving":
+        x = cp["ild_db"][active]
+        rho = 0.0 if np.ptp(x) < 1e-6 else float(stats.spearmanr(x, az[active]).statistic)
+    ref_err = metrics.reference_errors(pred, ref)
+    return {"agree": agree[lateral].tolist(), "spearman": rho,
+            "itd_err_us": (np.abs(cp["itd_ms"] - cr["itd_ms"])[active] * 1e3).tolist(),
+            "ild_err_db": ref_err["d_ild_db"], "bands": metrics.band_ild_errors(pred, ref),
+            "stft_distance": ref_err["stft_distance"], "envelope_distance": ref_err["envelope_distance"]}
+
+
+def summarise(per_scene: list[tuple[object, dict]]) -> dict:
+    """Pool one method's scene scores into the figures of the table."""
+    agree = [a for _, s in per_scene for a in s["agree"]]
+    agree_sd = [a for sc, s in per_scene if sc.static_among_distractors for a in s["agree"]]
+    rhos = [s["spearman"] for sc, s in per_scene if sc.kind == "moving"]
+    bands = {b: float(np.nanmean([s["bands"][b] for _, s in per_scene])) for b in per_scene[0][1]["bands"]}
+    return {"side": float(np.mean(agree)), "side_static_distractor": float(np.mean(agree_sd)),
+            "spearman_moving": float(np.median(rhos)),
+            "itd_err_us": float(np.median([e for _, s in per_scene for e in s["itd_err_us"]])),
+            "ild_err_db": float(np.mean([s["ild_err_db"] for _, s in per_scene])),
+            "stft_distance": float(np.mean([s["stft_distance"] for _, s in per_scene])),
+            "envelope_distance": float(np.mean([s["envelope_distance"] for _, s in per_scene])),
+            "ild_err_db_bands": bands}
+
+
+def default_recipe(config: str = os.path.join(ROOT, "configs", "sample.yaml")) -> tuple[str, str]:
+    """(conversion mode, localiser) the config builds with."""
+    import yaml
+
+    with open(config) as fh:
+        stages = yaml.safe_load(fh)["stages"]
+    return stages.get("convert", {}).get("mode", "unet"), stages.get("localize", {}).get("method", "motion")
+
+
+class Methods:
+    """Builds every row's prediction for a scene; localiser maps are computed once and shared."""
+
+    def __init__(self, localisers=LOCALISERS, default_localiser: str = "motion", unet_models: dict | None = None):
+        from binauralizer.localize import build_localiser
+
+        self.default_localiser = default_localiser
+        self.base = {name: build_localiser(name) for name in ("motion-centroid", "motion", "semantic")
+                     if name in localisers or name == default_localiser}
+        self.extra = {name: build_localiser(name) for name in localisers
+                      if name not in self.base and name not in ("semantic+motion", "fusion-add", "fusion-max")}
+        self.localisers = tuple(localisers)
+        self.unets = {}
+        for row, path in (unet_models or {}).items():
+            from binauralizer.pseudobinaural.conversion import UNetConverter
+
+            self.unets[row] = UNetConverter.from_file(path, batch_size=16)
+        self.seconds = {name: [] for name in self.localisers}
+
+    def heatmaps(self, sc) -> dict:
+        from binauralizer.localize.base import combine
+        from binauralizer.localize.fusion import fuse
+
+        maps, took = {}, {}
+        for name, loc in {**self.base, **self.extra}.items():
+            t0 = time.process_time()
+            maps[name] = loc.heatmaps(sc.frames, sc.mono)
+            took[name] = time.process_time() - t0
+        if "motion" in maps and "semantic" in maps:
+            both = took["motion"] + took["semantic"]
+            for name, make in (("semantic+motion", lambda: combine(maps["motion"], maps["semantic"])),
+                               ("fusion-add", lambda: fuse(maps["motion"], maps["semantic"], "add")),
+                               ("fusion-max", lambda: fuse(maps["motion"], maps["semantic"], "max"))):
+                t0 = time.process_time()
+                maps[name] = make()
+                took[name] = both + time.process_time() - t0
+        for name in self.localisers:
+            self.seconds[name].append(took[name])
+        return maps
+
+    def predictions(self, sc) -> dict[str, np.ndarray]:
+        from binauralizer.localize.trajectory import trajectory_from_heatmaps
+        from binauralizer.pseudobinaural.conversion import ClipInput
+
+        maps = self.heatmaps(sc)
+        trajs = {name: trajectory_from_heatmaps(m) for name, m in maps.items()}
+        true = np.stack([sc.az_deg, sc.el_deg, np.ones_like(sc.az_deg)], 1)
+        out = {"mono": np.repeat(sc.mono[None], 2, axis=0), "centre": render(sc, np.zeros_like(true)),
+               "oracle": render(sc, true)}
+        for name in self.localisers:
+            out[f"localiser {name}"] = render(sc, trajs[name])
+        traj = trajs[self.default_localiser]
+        out["conversion direct"] = render(sc, traj)
+        out["conversion sh"] = render(sc, traj, mode="sh", order=1)
+        for row, conv in self.unets.items():
+            out[f"conversion {row}"] = conv.convert([ClipInput(sc.mono, sc.frames, fps=sc.fps)])[0]
+        return out
+
+
+class _Meta:
+    """What summarise needs of a scene (picklable, unlike the frames)."""
+
+    def __init__(self, sc):
+        self.scene_id, self.kind, self.static_among_distractors = sc.scene_id, sc.kind, sc.static_among_distractors
+
+
+_WORKER: dict = {}
+
+
+def _init_worker(localiser: str, models: dict) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    _WORKER["methods"] = Methods(default_localiser=localiser, unet_models=models)
+
+
+def _score_one(i: int) -> tuple[_Meta, dict, dict]:
+    """Every method's scores on scene i, and the localisers' seconds (in a worker process)."""
+    methods = _WORKER["methods"]
+    sc = spatial_scenes.scene(i)
+    ref = truth(sc)
+    scores = {name: score_scene(pred, ref, sc) for name, pred in methods.predictions(sc).items()}
+    return _Meta(sc), scores, {name: secs[-1] for name, secs in methods.seconds.items()}
+
+
+def evaluate(scene_ids=None, default_localiser: str = "motion", unet_models: dict | None = None,
+             workers: int = 1, progress: bool = True) -> dict:
+    """All rows on the scenes; `workers` processes share them (each loads the models once)."""
+    from concurrent.futures import ProcessPoolExecutor
+    import multiprocessing
+
+    scene_ids = list(range(spatial_scenes.n_scenes())) if scene_ids is None else list(scene_ids)
+    per_method: dict[str, list] = {}
+    seconds: dict[str, list] = {}
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max(1, workers), mp_context=ctx, initializer=_init_worker,
+                             initargs=(default_localiser, unet_models or {})) as pool:
+        for k, (meta, scores, took) in enumerate(pool.map(_score_one, scene_ids)):
+            for name, s in scores.items():
+                per_method.setdefault(name, []).append((meta, s))
+            for name, t in took.items():
+                seconds.setdefault(name, []).append(t)
+            if progress:
+                print(f"  eval_spatial: scene {k + 1}/{len(scene_ids)} {meta.scene_id}", flush=True)
+    result = {name: summarise(rows) for name, rows in per_method.items()}
+    for name, secs in seconds.items():
+        result[f"localiser {name}"]["seconds_per_clip"] = float(np.mean(secs))
+    return result
+
+
+def markdown(result: dict, default_row: str) -> str:
+    d = result[default_row]
+    lines = [f"**Default recipe ({default_row}): side {d['side']:.0%} overall, "
+             f"{d['side_static_distractor']:.0%} on static sources among moving distractors, Spearman "
+             f"{d['spearman_moving']:.2f} on moving scenes, median |dITD| {d['itd_err_us']:.0f} us, |dILD| "
+             f"{d['ild_err_db']:.2f} dB (mono {result['mono']['ild_err_db']:.2f} dB).**", ""]
+    cols = ["side", "side_static_distractor", "spearman_moving", "itd_err_us", "ild_err_db", "stft_distance",
+            "envelope_distance", "seconds_per_clip"]
+    lines += ["| method | side | side, static among distractors | Spearman ILD~az (moving) | median abs dITD (us) "
+              "| abs dILD (dB) | STFT dist. | envelope dist. | s per clip |", "|---" * len(cols) + "|---|"]
+    for name, r in result.items():
+        if not isinstance(r, dict) or "side" not in r:
+            continue
+        cells = []
+        for c in cols:
+            v = r.get(c)
+            cells.append("" if v is None else f"{v:.0%}" if c.startswith("side") else
+                         f"{v:.0f}" if c == "itd_err_us" else f"{v:.3f}")
+        mark = " (default)" if name == default_row else ""
+        lines.append(f"| {name}{mark} | " + " | ".join(cells) + " |")
+    bands = list(result["mono"]["ild_err_db_bands"])
+    lines += ["", "|dILD| per band (dB):", "", "| method | " + " | ".join(f"{b} Hz" for b in bands) + " |",
+              "|---" * (len(bands) + 1) + "|"]
+    for name, r in result.items():
+        if isinstance(r, dict) and "ild_err_db_bands" in r:
+            lines.append(f"| {name} | " + " | ".join(f"{r['ild_err_db_bands'][b]:.2f}" for b in bands) + " |")
+    return "\n".join(lines)
+
+
+def unet_models() -> dict[str, str]:
+    """The tiny U-Nets (synthetic training pool, CPU): `unet` = the default training (direct targets over
+    KEMAR + SONICOM-1, mono input, patches on full frames); `paper` = PseudoBinaural's (first order, 8
+    virtual speakers, KEMAR, L + R input, black canvas)."""
+    import tempfile
+
+    from binauralizer.testing import paper_tiny_model_path, tiny_model_path
+
+    # a cache of its own: the shared tiny-model cache is pruned by any checkout with other code
+    own = os.path.join(tempfile.gettempdir(), "binauralvgg-eval-spatial-unet")
+    return {"unet": tiny_model_path(own), "paper": paper_tiny_model_path()}
+
+
+def run(scene_ids=None) -> dict:
+    missing = spatial_scenes.missing_packages()
+    if missing:
+        raise RuntimeError(f"eval_spatial needs: pip install --no-deps {' '.join(missing)}")
+    mode, localiser = default_recipe()
+    workers = int(os.environ.get("EVAL_SPATIAL_WORKERS", "3"))
+    result = evaluate(scene_ids, localiser, unet_models(), workers=workers)
+    default_row = f"conversion {mode}"
+    result = {k: result[k] for k in result}
+    result["markdown"] = markdown(result, default_row)
+    result["setup"] = {"scenes": len(scene_ids) if scene_ids is not None else spatial_scenes.n_scenes(),
+                       "test_hrir": TEST_HRIR, "render_hrir": DEFAULT_HRIR, "default_recipe": default_row,
+                       "default_localiser": localiser, "frame_s": FRAME_S, "worker_processes": workers,
+                       "seconds_per_clip": "CPU seconds (process time) of the heatmaps, one torch thread"}
+    return result
+
+
+if __name__ == "__main__":
+    ids = [int(a) for a in sys.argv[1:]] or None
+    res = run(ids)
+    print(res["markdown"])

@@ -1,0 +1,70 @@
+"""Fusions of the motion and semantic maps that can find a static sounding object.
+
+`semantic+motion` (base.combine) multiplies the motion map by the semantic one: an object that
+sounds but does not move has no motion evidence, so it stays dark whatever the semantic map says.
+These two fusions let either cue place the source:
+
+  fusion-add   w * semantic + (1 - w) * motion     (both resampled to the finer grid)
+  fusion-max   max(semantic, motion)                cell-wise: the stronger opinion wins
+
+Each input map is normalised per clip first, so a weak, flat opinion cannot outshout a peaked one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from binauralizer.localize.base import check_inputs, normalise_clip, register
+
+
+def _same_grid(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both map stacks on the finer of the two grids (bilinear)."""
+    import torch
+    from torch.nn import functional as F
+
+    shape = max(a.shape[1:], b.shape[1:], key=lambda s: s[0] * s[1])
+
+    def resize(m):
+        if m.shape[1:] == shape:
+            return m.astype(np.float32)
+        x = torch.from_numpy(np.ascontiguousarray(m, dtype=np.float32))[:, None]
+        return F.interpolate(x, size=shape, mode="bilinear", align_corners=False)[:, 0].numpy()
+
+    return resize(a), resize(b)
+
+
+def fuse(motion: np.ndarray, semantic: np.ndarray, how: str = "add", semantic_weight: float = 0.5) -> np.ndarray:
+    """(T, h, w) fused map of two per-clip normalised map stacks ('add' or 'max')."""
+    m, s = _same_grid(normalise_clip(motion), normalise_clip(semantic))
+    if how == "add":
+        return normalise_clip(semantic_weight * s + (1 - semantic_weight) * m)
+    if how == "max":
+        return normalise_clip(np.maximum(s, m))
+    raise ValueError(f"fusion must be 'add' or 'max', got {how!r}")
+
+
+class _Fusion:
+    how = "add"
+
+    def __init__(self, grid: int = 56, semantic_weight: float = 0.5, **semantic_options):
+        from binauralizer.localize.motion import MotionLocaliser
+        from binauralizer.localize.semantic import SemanticLocaliser
+
+        self.motion = MotionLocaliser(grid=grid)
+        self.semantic = SemanticLocaliser(**semantic_options)
+        self.semantic_weight = float(semantic_weight)
+
+    def heatmaps(self, frames: np.ndarray, audio: np.ndarray) -> np.ndarray:
+        frames, audio = check_inputs(frames, audio)
+        return fuse(self.motion.heatmaps(frames, audio), self.semantic.heatmaps(frames, audio), self.how,
+                    self.semantic_weight)
+
+
+@register("fusion-add")
+class AddFusion(_Fusion):
+    how = "add"
+
+
+@register("fusion-max")
+class MaxFusion(_Fusion):
+    how = "max"

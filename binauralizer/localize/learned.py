@@ -1,0 +1,195 @@
+"""A localiser that learns audio-visual correspondence from the dataset itself (EZ-VSL style).
+
+No labels and no downloaded weights: the clips' own co-occurrence of sound and picture is the
+signal. The audio of a moment (a 0.96 s log-mel window, YAMNet's front end) is embedded by a small
+CNN and max-pooled to one unit vector; the frame at that moment becomes a map of unit vectors (a
+small conv net trained from scratch, or frozen ImageNet MobileNetV2 features + a 1x1 projection).
+A clip's audio matches its own frame by the MAXIMUM similarity over locations (multiple-instance
+learning: somewhere in the picture is the thing that sounds), contrasted with the other frames of
+the batch in both directions (InfoNCE). The localisation map is the per-location similarity.
+
+Saved as {"arch", "kwargs", "state_dict"}, so `learned:<path>` in binauralizer.localize.base
+loads it; `forward(frames (T, 3, H, W) in [0, 1], audio (N,))` returns (T, h, w) similarities.
+Training is deterministic for a seed and resumes from its last checkpoint (atomic writes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+SAMPLE_RATE = 16000
+WINDOW_S = 0.96
+
+
+def _log_mel(audio: torch.Tensor, mel: torch.Tensor) -> torch.Tensor:
+    """(B, N) audio -> (B, 1, frames, 64) log-mel (25 ms Hann, 10 ms hop, YAMNet's mel bands)."""
+    spec = torch.stft(audio, 512, hop_length=160, win_length=400, window=torch.hann_window(400, device=audio.device),
+                      center=False, return_complex=True).abs()  # (B, 257, frames)
+    return torch.log(torch.einsum("bft,fm->btm", spec, mel) + 0.001)[:, None]
+
+
+class AVCorrespondenceNet(nn.Module):
+    """Audio embedding vs visual embedding map; forward gives per-frame localisation maps."""
+
+    def __init__(self, dim: int = 64, visual: str = "tiny", frame_size: tuple[int, int] = (112, 192),
+                 temperature: float = 0.07):
+        super().__init__()
+        from binauralizer.localize.yamnet import mel_matrix
+
+        self.visual_kind, self.frame_size, self.temperature = visual, tuple(frame_size), float(temperature)
+        self.register_buffer("mel", torch.from_numpy(mel_matrix()), persistent=False)
+        self.audio = nn.Sequential(
+            nn.Conv2d(1, 32, 3, 2, 1), nn.BatchNorm2d(32), nn.ReLU(),
+            nn.Conv2d(32, 64, 3, 2, 1), nn.BatchNorm2d(64), nn.ReLU(),
+            nn.Conv2d(64, 128, 3, 2, 1), nn.BatchNorm2d(128), nn.ReLU(),
+            nn.Conv2d(128, dim, 1))
+        if visual == "tiny":
+            # replicate padding: zero padding marks the border, and the max over locations then
+            # learns to match every sound at the frame's edge
+            pad = {"padding_mode": "replicate"}
+            self.backbone = nn.Sequential(
+                nn.Conv2d(3, 32, 5, 2, 2, **pad), nn.BatchNorm2d(32), nn.ReLU(),
+                nn.Conv2d(32, 64, 3, 2, 1, **pad), nn.BatchNorm2d(64), nn.ReLU(),
+                nn.Conv2d(64, 128, 3, 2, 1, **pad), nn.BatchNorm2d(128), nn.ReLU())
+            width = 128
+        elif visual == "mobilenet_v2":
+            from binauralizer.pseudobinaural.backbones import mobilenet_v2
+
+            self.backbone = mobilenet_v2(pretrained=True).features.eval()
+            for p in self.backbone.parameters():
+                p.requires_grad_(False)
+            width = 1280
+        else:
+            raise ValueError(f"visual must be 'tiny' or 'mobilenet_v2', got {visual!r}")
+        self.project = nn.Conv2d(width, dim, 1)
+
+    def audio_embedding(self, windows: torch.Tensor) -> torch.Tensor:
+        """(B, N) audio windows -> (B, dim) unit vectors (max over time-frequency)."""
+        x = self.audio(_log_mel(windows, self.mel))
+        return F.normalize(x.amax(dim=(2, 3)), dim=1)
+
+    def visual_maps(self, frames: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) in [0, 1] -> (B, dim, h, w) unit vectors per location."""
+        x = F.interpolate(frames, size=self.frame_size, mode="bilinear", align_corners=False, antialias=True)
+        if self.visual_kind == "mobilenet_v2":
+            mean = torch.tensor([0.485, 0.456, 0.406], device=x.device)[:, None, None]
+            std = torch.tensor([0.229, 0.224, 0.225], device=x.device)[:, None, None]
+            x = (x - mean) / std
+        return F.normalize(self.project(self.backbone(x)), dim=1)
+
+    def similarity_maps(self, frames: torch.Tensor, windows: torch.Tensor) -> torch.Tensor:
+        """(B, h, w) cosine similarity of each frame's locations with its own audio window."""
+        return torch.einsum("bdhw,bd->bhw", self.visual_maps(frames), self.audio_embedding(windows))
+
+    def loss(self, frames: torch.Tensor, windows: torch.Tensor) -> torch.Tensor:
+        """Symmetric InfoNCE over the batch with max-over-locations similarity (EZ-VSL)."""
+        v = self.visual_maps(frames)
+        a = self.audio_embedding(windows)
+        sim = torch.einsum("bdhw,cd->bchw", v, a).flatten(2).amax(-1) / self.temperature  # (frames, audios)
+        target = torch.arange(len(a), device=a.device)
+        return 0.5 * (F.cross_entropy(sim, target) + F.cross_entropy(sim.t(), target))
+
+    def forward(self, frames: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        """(T, 3, H, W) frames of a clip and its (N,) audio -> (T, h, w) maps (audio around each frame)."""
+        windows = torch.from_numpy(audio_windows(audio.detach().cpu().numpy(), len(frames))).to(frames.device)
+        out = [self.similarity_maps(frames[i:i + 16], windows[i:i + 16]) for i in range(0, len(frames), 16)]
+        return torch.cat(out)
+
+
+def audio_windows(audio: np.ndarray, n_frames: int, window_s: float = WINDOW_S) -> np.ndarray:
+    """(n_frames, W) float32: the audio window centred on each frame's time (frames span the clip evenly)."""
+    audio = np.asarray(audio, np.float32).reshape(-1)
+    w = int(round(window_s * SAMPLE_RATE))
+    padded = np.pad(audio, (w // 2, w - w // 2))
+    centres = np.round((np.arange(n_frames) + 0.5) * audio.size / max(n_frames, 1)).astype(int)
+    out = np.stack([padded[c: c + w] for c in centres])
+    rms = np.sqrt(np.mean(out.astype(np.float64) ** 2, axis=1, keepdims=True))
+    return (out / np.maximum(rms, 1e-4) * 0.1).astype(np.float32)  # level-free: what sounds, not how loud
+
+
+@dataclass
+class LocalizerTrainConfig:
+    steps: int = 300
+    batch_size: int = 32
+    lr: float = 1e-3
+    dim: int = 64
+    visual: str = "tiny"  # tiny (from scratch) | mobilenet_v2 (frozen ImageNet features)
+    frame_height: int = 112
+    frame_width: int = 192
+    seed: int = 0
+    checkpoint_every: int = 50
+
+
+def _batch(clips, rng: np.random.Generator, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One (frame, audio window) pair from each of `batch_size` distinct clips (others are negatives)."""
+    picks = rng.choice(len(clips), size=min(batch_size, len(clips)), replace=False)
+    frames, windows = [], []
+    for k in picks:
+        clip = clips[int(k)]
+        clip = clip.load() if hasattr(clip, "load") else clip
+        t = int(rng.integers(len(clip.frames)))
+        frames.append(np.asarray(clip.frames[t]))
+        windows.append(audio_windows(clip.audio, len(clip.frames))[t])
+    x = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255.0
+    return x, torch.from_numpy(np.stack(windows))
+
+
+def _atomic_torch_save(obj, path: str) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def train_localizer(clips, out_dir: str, cfg: LocalizerTrainConfig = LocalizerTrainConfig(),
+                    log=None) -> dict:
+    """Train (or resume) on clips with .frames (T, H, W, 3) uint8 and .audio (N,) 16 kHz.
+
+    Writes out_dir/checkpoint.pt every `checkpoint_every` steps, out_dir/localizer.pt (loadable by
+    `learned:<path>`) and out_dir/history.json (the loss per step, the training curve).
+    """
+    if len(clips) < 2:
+        raise ValueError("the learned localiser needs at least 2 clips (the others are the negatives)")
+    os.makedirs(out_dir, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    kwargs = {"dim": cfg.dim, "visual": cfg.visual, "frame_size": (cfg.frame_height, cfg.frame_width)}
+    model = AVCorrespondenceNet(**kwargs)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
+    ckpt_path = os.path.join(out_dir, "checkpoint.pt")
+    start, history = 0, []
+    if os.path.exists(ckpt_path):
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        if state.get("config") == asdict(cfg):
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            start, history = int(state["step"]), list(state["history"])
+    model.train()
+    if cfg.visual == "mobilenet_v2":
+        model.backbone.eval()  # frozen: BatchNorm statistics stay ImageNet's
+    for step in range(start, cfg.steps):
+        rng = np.random.default_rng((cfg.seed, step))  # the batch is a function of (seed, step): exact resume
+        frames, windows = _batch(clips, rng, cfg.batch_size)
+        loss = model.loss(frames, windows)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        history.append(round(float(loss), 5))
+        if log and (step + 1) % 25 == 0:
+            log(f"learned localiser: step {step + 1}/{cfg.steps} loss {np.mean(history[-25:]):.3f}")
+        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
+            _atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step + 1,
+                                "history": history, "config": asdict(cfg)}, ckpt_path)
+    model.eval()
+    final = os.path.join(out_dir, "localizer.pt")
+    _atomic_torch_save({"arch": f"{__name__}:AVCorrespondenceNet", "kwargs": kwargs,
+                        "state_dict": model.state_dict()}, final)
+    with open(os.path.join(out_dir, "history.json.tmp"), "w") as fh:
+        json.dump({"loss": history, "chance_loss": float(np.log(min(cfg.batch_size, len(clips))))}, fh)
+    os.replace(os.path.join(out_dir, "history.json.tmp"), os.path.join(out_dir, "history.json"))
+    return {"model": final, "history": history, "steps": cfg.steps}
