@@ -28,6 +28,7 @@ import numpy as np
 
 from binauralizer import sh_render
 from binauralizer.hrir import HRIRSet, load_hrirs
+from binauralizer.constants import SAMPLE_RATE
 
 ACN_SN3D_TO_XYZ = (3, 1, 2)  # channels holding x, y, z
 
@@ -76,7 +77,7 @@ def sh_rotation(order: int, yaw_deg, pitch_deg=0.0, roll_deg=0.0) -> np.ndarray:
     return rot(order, 0.0, 0.0, roll) @ rot(order, 0.0, -pitch, 0.0) @ rot(order, yaw, 0.0, 0.0)
 
 
-def rotate_foa(foa: np.ndarray, yaw_deg=0.0, pitch_deg=0.0, roll_deg=0.0, times_s=None, fs: int = 16000,
+def rotate_foa(foa: np.ndarray, yaw_deg=0.0, pitch_deg=0.0, roll_deg=0.0, times_s=None, fs: int = SAMPLE_RATE,
                update_s: float = 0.01) -> np.ndarray:
     """Rotate (4, N) FOA by the camera orientation: fixed angles, or a trajectory sampled at `times_s`.
 

@@ -393,7 +393,7 @@ ILD_BANDS_HZ = ((125, 250), (250, 500), (500, 1000), (1000, 2000), (2000, 4000),
 ITD_MAX_HZ = 1500.0  # below ~1.5 kHz the head's phase is unambiguous: the ITD lives there
 
 
-def frame_cues(x: np.ndarray, sr: int = 16000, frame_s: float = 0.2, itd_max_hz: float = ITD_MAX_HZ,
+def frame_cues(x: np.ndarray, sr: int = SAMPLE_RATE, frame_s: float = 0.2, itd_max_hz: float = ITD_MAX_HZ,
                max_lag_ms: float = MAX_LAG_MS) -> dict:
     """Per non-overlapping frame: broadband ILD (dB), band-limited GCC-PHAT ITD (ms), energy.
 
@@ -419,7 +419,7 @@ def frame_cues(x: np.ndarray, sr: int = 16000, frame_s: float = 0.2, itd_max_hz:
     return {"ild_db": ild, "itd_ms": itd, "energy": el + er, "frame_s": size / sr}
 
 
-def band_ild_errors(pred: np.ndarray, ref: np.ndarray, sr: int = 16000, bands=ILD_BANDS_HZ,
+def band_ild_errors(pred: np.ndarray, ref: np.ndarray, sr: int = SAMPLE_RATE, bands=ILD_BANDS_HZ,
                     settings: StftSettings = DEFAULT_STFT) -> dict:
     """Mean |dILD| (dB) per frequency band over the reference's strong bins (as reference_errors)."""
     pred, ref = check_binaural(pred), check_binaural(ref)

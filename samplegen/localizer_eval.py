@@ -22,12 +22,13 @@ import numpy as np
 from scipy import stats
 
 from binauralizer.localize.trajectory import trajectory_from_heatmaps
+from binauralizer.constants import SAMPLE_RATE
 
 # The sample generator's camera: truth azimuths are computed with these fields of view.
 SAMPLE_FOV_DEG, SAMPLE_VFOV_DEG = 120.0, 90.0
 
 
-def decode_clip(path: str, fps: float = 8.0, short_side: int = 224, sample_rate: int = 16000):
+def decode_clip(path: str, fps: float = 8.0, short_side: int = 224, sample_rate: int = SAMPLE_RATE):
     """(frames uint8 (T,H,W,3), audio float32 mono) of a media file, decoded with ffmpeg."""
     probe = subprocess.run(
         ["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", "stream=width,height",

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-SR = 16000
+from binauralizer.constants import SAMPLE_RATE as SR
 FPS = 8.0
 SECONDS = 10.0
 SHORT_SIDE = 224

@@ -15,7 +15,7 @@ work/package/<clip_id>/ with their index (staged.json: fingerprint + members) wr
 gets package_path, package_fingerprint and sample_split; `shard` (global) only plans and packs.
 A clip staged earlier with the same fingerprint is not staged again.
 
-Time of the window in the video: `start` (the input trim, 0 if absent) + window_start / 16000,
+Time of the window in the video: `start` (the input trim, 0 if absent) + window_start / SAMPLE_RATE,
 the same origin ingest decoded from.
 """
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-SAMPLE_RATE = 16000
+from binauralizer.constants import SAMPLE_RATE
 HOP = 512  # 16000 / 512 = 31.25 latent frames per second
 
 

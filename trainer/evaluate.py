@@ -23,6 +23,7 @@ from trainer.deps import metrics, torchtrain, yamnet
 from trainer.codec import n_frames
 from trainer.generate import Generator
 from trainer.stream import shard_list, tar_samples
+from binauralizer.constants import SAMPLE_RATE
 
 GEN_FIELDS = ("iacc", "ild_db", "itd_ms", "ipd_rad", "isd_db", "lateral_agree")
 REF_FIELDS = ("d_ild_db", "d_ipd_rad", "d_itd_us", "stft_distance", "envelope_distance")
@@ -64,11 +65,11 @@ def evaluate(ckpt: str, data_root: str, split: str = "test", max_clips: int | No
         else:
             feat = ft.decode_members(sample)
             ref = gen.codec.decode(feat["lat"], feat["meta"]["n_samples"]).numpy()  # the codec's round trip
-        n = ref.shape[1] if not seconds else min(ref.shape[1], int(seconds * 16000))
+        n = ref.shape[1] if not seconds else min(ref.shape[1], int(seconds * SAMPLE_RATE))
         ref = ref[:, :n]
         audio = gen.generate(gen.conditions(feat, n_frames(n)), n, steps, cfg, seed + i)[0]
         row = {"key": feat["key"]}
-        cm = metrics.clip_metrics(audio, 16000, traj=feat["traj"] if feat["traj"].shape[0] else None,
+        cm = metrics.clip_metrics(audio, SAMPLE_RATE, traj=feat["traj"] if feat["traj"].shape[0] else None,
                                   traj_fps=float(feat["meta"].get("spatial_fps") or 8.0))
         row.update({f"gen_{k}": cm[k] for k in GEN_FIELDS})
         row.update(metrics.reference_errors(audio, ref))

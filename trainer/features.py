@@ -32,6 +32,7 @@ import numpy as np
 
 from trainer import encoders as enc
 from trainer.stream import join_url, read_bytes, shard_list, tar_samples
+from binauralizer.constants import SAMPLE_RATE
 
 log = logging.getLogger(__name__)
 
@@ -254,7 +255,7 @@ def featurize(shards_root: str, out_dir: str, codec_spec: str, executor: str = "
     info = {
         "version": VERSION, "codec": {**codec.describe(), "spec": os.path.abspath(codec_spec)
                                       if os.path.isfile(codec_spec) else codec_spec},
-        "latent_dim": codec.dim, "latent_rate": codec.rate, "sample_rate": 16000,
+        "latent_dim": codec.dim, "latent_rate": codec.rate, "sample_rate": SAMPLE_RATE,
         "latent_mean": [float(v) for v in mean], "latent_std": [float(v) for v in std],
         "latent_stats_from": "train split, both ears" if train is not markers else "all splits, both ears",
         "encoders": enc.describe(visual_size),

@@ -19,6 +19,7 @@ from trainer import encoders as enc
 from trainer.codec import load_codec
 from trainer.codec import n_frames as latent_frames
 from trainer.train import build_model, load_checkpoint
+from binauralizer.constants import SAMPLE_RATE
 
 LOCALISER_SIZE = (224, 224)
 
@@ -70,10 +71,10 @@ def video_features(path: str, encoders: enc.Encoders, spatial: str | None, local
     else:
         frames = deps.decode_frames(path, enc.VISUAL_FPS, *LOCALISER_SIZE)
         try:
-            audio = deps.decode_audio(path, 16000)
+            audio = deps.decode_audio(path, SAMPLE_RATE)
             audio = audio.mean(axis=0) if audio.ndim == 2 else audio
         except Exception:  # noqa: BLE001 - a silent video: the localiser sees silence
-            audio = np.zeros(int(len(frames) / enc.VISUAL_FPS * 16000), np.float32)
+            audio = np.zeros(int(len(frames) / enc.VISUAL_FPS * SAMPLE_RATE), np.float32)
         heat = deps.build_localiser(localiser).heatmaps(frames, audio.astype(np.float32))
         s = deps.spatial_features(heat)
     return {"key": os.path.basename(path), "vis": vis, "sync": sync, "text": np.zeros((0, enc.TEXT_DIM), np.float32),
@@ -100,12 +101,12 @@ def sample_video(ckpt: str, video: str, out: str, spatial: str | None = None, ca
     if caption:
         feat["text"] = encoders.text(caption)
     dur = seconds or duration_s(video)
-    n = int(round(dur * 16000))
+    n = int(round(dur * SAMPLE_RATE))
     audio = gen.generate(gen.conditions(feat, latent_frames(n)), n, steps, cfg, seed)[0]
     base = out.removesuffix(".wav").removesuffix(".mp4")
     os.makedirs(os.path.dirname(os.path.abspath(base)), exist_ok=True)
     wav = base + ".wav"
-    sf.write(wav, np.clip(audio, -1, 1).T, 16000, subtype="PCM_16")
+    sf.write(wav, np.clip(audio, -1, 1).T, SAMPLE_RATE, subtype="PCM_16")
     mp4 = base + ".mp4"
     proc = subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-y", "-i", video, "-i", wav, "-map", "0:v:0",
                            "-map", "1:a:0", "-c:v", "copy", "-c:a", "aac", "-b:a", "192k", "-shortest", mp4],

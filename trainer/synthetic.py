@@ -17,7 +17,7 @@ import tempfile
 import numpy as np
 import soundfile as sf
 
-SR = 16000
+from binauralizer.constants import SAMPLE_RATE as SR
 FPS = 8.0
 
 

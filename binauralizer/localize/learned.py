@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-SAMPLE_RATE = 16000
+from binauralizer.constants import SAMPLE_RATE
 WINDOW_S = 0.96
 
 

@@ -30,6 +30,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter, gaussian_filter1d, uniform_filter1d
 
 from binauralizer.localize.base import check_inputs, register
+from binauralizer.constants import SAMPLE_RATE
 
 
 def coarse_frames(frames: np.ndarray, grid: int = 56) -> np.ndarray:
@@ -96,7 +97,7 @@ class MotionLocaliser:
         prior_sigma: float = 0.25,
         prior_weight: float = 0.05,
         evidence_floor: float = 0.5,
-        sample_rate: int = 16000,
+        sample_rate: int = SAMPLE_RATE,
     ):
         self.grid = int(grid)
         self.window_s = float(window_s)

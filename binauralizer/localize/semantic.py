@@ -24,6 +24,7 @@ import os
 import numpy as np
 
 from binauralizer.localize.base import check_inputs, combine, normalise_clip, register
+from binauralizer.constants import SAMPLE_RATE
 
 ASSETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets")
 SIMILARITY_FILE = os.path.join(ASSETS, "audioset_imagenet_minilm.npy")
@@ -94,7 +95,7 @@ class SemanticLocaliser:
     """YAMNet tags x MobileNetV2 CAMs, bridged by MiniLM name similarity (see module doc)."""
 
     def __init__(self, top_k: int = 5, cam_fps: float = 2.0, threads: int = 1, device: str = "cpu",
-                 sample_rate: int = 16000):
+                 sample_rate: int = SAMPLE_RATE):
         import torch
 
         from binauralizer.pseudobinaural.backbones import mobilenet_v2

@@ -25,7 +25,7 @@ import zipfile
 
 import numpy as np
 
-SAMPLE_RATE = 16000
+from binauralizer.constants import SAMPLE_RATE
 WINDOW = 400  # 25 ms
 HOP = 160  # 10 ms
 N_FFT = 512
