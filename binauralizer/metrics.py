@@ -191,6 +191,14 @@ def itd_ms(x: np.ndarray, sr: int = SAMPLE_RATE, max_lag_ms: float = MAX_LAG_MS)
     return float(_gcc_phat_peak(x[0], x[1], sr, max_lag_ms))
 
 
+def head_itd_max_ms(hrir: str = "kemar") -> float:
+    """The largest |ITD| a head produces, ms: GCC-PHAT of its HRIRs at +-90 degrees (pipeline rate)."""
+    from binauralizer.hrir import load_hrirs
+
+    hrirs = load_hrirs(hrir)
+    return max(abs(itd_ms(hrirs.lookup(az, 0.0, interp="nearest"))) for az in (90.0, -90.0))
+
+
 def framewise_itd_ms(
     x: np.ndarray,
     sr: int = SAMPLE_RATE,

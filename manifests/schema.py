@@ -39,7 +39,7 @@ STAGE_COLUMNS: dict[str, tuple[str, ...]] = {
     "convert": ("conversion_mode", "binaural_path"),
     "validate": (
         "iacc", "ild_db", "itd_ms", "isd_db", "ipd_rad", "lateral_agree",
-        "ild_broadband_db", "itd_broadband_ms", "lateral_segments",
+        "ild_broadband_db", "itd_broadband_ms", "lateral_segments", "itd_within_head",
         *(f"downmix_{k}" for k in DOWNMIX_SCORES),
     ),
     "package": ("package_path", "package_fingerprint", "sample_split"),

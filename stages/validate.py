@@ -1,5 +1,8 @@
 """validate: binaural metrics per clip, a task stage the executor spreads over the cluster.
 
+`itd_within_head` checks the clip's broadband ITD against the largest one the run's head (`spatial.hrir`)
+produces (at +-90 degrees): an ITD beyond it cannot come from a source in front of that listener.
+
 Per clip (the row's binaural_path from convert and its traj_path from localize, which may be absent
 -> lateral_agree null): iacc, ild_db, itd_ms, isd_db, ipd_rad, lateral_agree (definitions in
 binauralizer/metrics.py), the signed broadband ILD / ITD and the number of lateral segments, and the
@@ -22,7 +25,7 @@ from stages.base import ConfigError, Params, Stage, StageError, settings
 from stages.clipdata import artifact, read_artifact
 
 COLUMNS = ("iacc", "ild_db", "itd_ms", "isd_db", "ipd_rad", "lateral_agree")
-DETAIL_COLUMNS = ("ild_broadband_db", "itd_broadband_ms", "lateral_segments")
+DETAIL_COLUMNS = ("ild_broadband_db", "itd_broadband_ms", "lateral_segments", "itd_within_head")
 DOWNMIX_COLUMNS = tuple(f"downmix_{k}" for k in DOWNMIX_SCORES)
 DOWNMIX_MODES = ("auto", "dsp", "audiobox", "off")
 
@@ -61,12 +64,18 @@ class ValidateStage(Stage):
     Params = ValidateParams
     kind = "task"
     data_deps = ("localize", "convert")
+    spatial_keys = ("hrir",)  # the listener's head bounds the ITD a clip can physically have
     reads = ("clip_id", "frame_fps", "binaural_path", "traj_path")
     writes = COLUMNS + DETAIL_COLUMNS + DOWNMIX_COLUMNS
 
     @classmethod
     def preflight(cls, params: ValidateParams, spatial=None, resolved: dict | None = None) -> dict:
         """Which backend scores the downmix (the source's, for `auto`), or why nothing will."""
+        head = {"head_itd_max_ms": M.head_itd_max_ms(spatial.hrir)} if spatial is not None else {}
+        return {**head, **cls._downmix_preflight(params, resolved)}
+
+    @staticmethod
+    def _downmix_preflight(params: ValidateParams, resolved: dict | None) -> dict:
         mode = params.downmix_quality
         quality = (resolved or {}).get("quality") or {}
         backend = str(quality.get("backend") or "none") if mode == "auto" else mode
@@ -122,7 +131,12 @@ class ValidateStage(Stage):
             full = self.clip_metrics(row)
         except (StageError, OSError, ValueError) as exc:
             raise StageError(f"validate: {exc}") from None
-        out = {c: _finite_or_none(full[c]) for c in COLUMNS + DETAIL_COLUMNS}
+        out = {c: _finite_or_none(full.get(c)) for c in COLUMNS + DETAIL_COLUMNS}
+        head_max = ((self.ctx.extra.get("preflight") or {}).get(self.name) or {}).get("head_itd_max_ms")
+        itd = out["itd_broadband_ms"]
+        # one sample of slack: GCC-PHAT peaks are integer lags at the pipeline rate
+        out["itd_within_head"] = None if head_max is None or itd is None else bool(
+            abs(itd) <= head_max + 1000.0 / self.ctx.sample_rate)
         scores = {}
         if getattr(self, "scorer", None) is not None:
             binaural, _ = self._load(row)

@@ -208,7 +208,7 @@ def validate_run(ctx: RunContext, rows: list[dict], **settings) -> list[dict]:
     stats_path = os.path.join(ctx.out, "stats.json")
     stats = json.load(open(stats_path)) if os.path.exists(stats_path) else None
     preflight = dict((stats or {}).get("preflight") or {})
-    preflight["validate"] = ValidateStage.preflight(params, None, preflight)
+    preflight["validate"] = ValidateStage.preflight(params, ctx.spatial, preflight)
     if stats is not None:
         with open(stats_path, "w") as fh:
             json.dump({**stats, "preflight": preflight}, fh)

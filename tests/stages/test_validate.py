@@ -31,7 +31,7 @@ def test_metric_columns_per_clip(validated):
     a0, b0 = out[0], out[2]
     assert set(a0) == set(ValidateStage.writes) == set(STAGE_COLUMNS["validate"]) and set(b0) == set(a0)
     assert 0.8 < a0["iacc"] < 0.95 and a0["ild_db"] > 5 and 0.4 < a0["itd_ms"] < 0.6  # KEMAR at 60 degrees
-    assert a0["lateral_agree"] == 1.0
+    assert a0["lateral_agree"] == 1.0 and a0["itd_within_head"] is True  # KEMAR's own ITD fits KEMAR
     assert b0["lateral_agree"] == 1.0  # moving left to right, rendered along the same path
     assert b0["iacc"] > 0.7  # per-segment IACC: motion does not decorrelate it
 
@@ -89,3 +89,14 @@ def test_publish_rerenders_with_the_final_funnel_and_shard_sizes(validated):
     assert [line.split(" | ")[-1] for line in card.splitlines() if line.startswith("| train | ")] == ["3 |"]
     assert "| validate | 4 | 2 | 0 | 2 |" in card
     assert publish(str(ctx.out) + "_none") is None  # validate never ran there
+
+
+def test_itd_is_checked_against_the_runs_head():
+    """validate reads spatial.hrir: the head's largest ITD bounds what a clip may show."""
+    from stages.base import Spatial
+    from stages.validate import ValidateParams, ValidateStage
+
+    kemar = ValidateStage.preflight(ValidateParams(), Spatial(hrir="kemar"), {})
+    sonicom = ValidateStage.preflight(ValidateParams(), Spatial(hrir="sonicom-1"), {})
+    assert 0.70 < kemar["head_itd_max_ms"] < 0.78 and 0.70 < sonicom["head_itd_max_ms"] < 0.80
+    assert kemar["head_itd_max_ms"] != sonicom["head_itd_max_ms"]
