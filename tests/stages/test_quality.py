@@ -164,7 +164,8 @@ def test_audiobox_backend_without_checkpoint_stops_before_work(tmp_path, offline
         QualityStage.preflight(params)
     text = str(err.value)
     assert "No Audiobox Aesthetics checkpoint found" in text
-    assert f"Hugging Face cache {offline}" in text and "HF_HUB_OFFLINE=1" in text
+    assert f"Hugging Face cache {offline}" in text
+    assert "download: not allowed (set stages.quality.allow_download: true" in text  # never downloads by default
     assert "quality.checkpoint: /path/to/checkpoint.pt" in text
 
     # A checkpoint that was named but is not there is an error for `auto` too, never a fallback.
