@@ -91,8 +91,7 @@ def code_digest() -> str:
 
 def rows_digest(rows: list[dict], columns: tuple[str, ...]) -> str:
     """What the model is trained on: these columns of every training row, in order."""
-    blob = json.dumps([[row.get(c) for c in columns] for row in rows], sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return torchtrain.data_digest([[[row.get(c) for c in columns] for row in rows]])
 
 
 # The tiny configuration (sample run, tests); the paper scale lives in configs/binauralvggsound.yaml.
