@@ -180,12 +180,17 @@ def _load_optional(path: str, width: int) -> np.ndarray:
     return array
 
 
-def _stamp(path: str) -> list | None:
+def content_digest(path: str) -> str | None:
+    """What a member is made from, by content (never size + mtime, never the path): two run folders built
+    from the same input give the same package fingerprints, hence byte-identical shard .parquet/.stats.json.
+    None when the file is absent; a URL stands for itself (fetching it only to hash it costs a download)."""
+    if "://" in path:
+        return path
     try:
-        st = os.stat(path)
+        with open(path, "rb") as fh:
+            return hashlib.file_digest(fh, "sha256").hexdigest()[:32]
     except OSError:
         return None
-    return [st.st_size, st.st_mtime_ns]
 
 
 PACKAGE_COLUMNS = ("package_path", "package_fingerprint", "sample_split")
@@ -269,8 +274,8 @@ class PackageStage(Stage):
             "version": self.version,
             "settings": {k: v for k, v in self.measure_settings().items() if k != "timeout_s"},
             "meta": self.metadata(row, traj),
-            "files": [_stamp(self._video_path(row)), _stamp(audio_src),
-                      *(_stamp(paths[k]) for k in ("binaural", "spatial", "traj"))],
+            "files": [content_digest(self._video_path(row)) if self.params.video != "none" else None,
+                      content_digest(audio_src), *(content_digest(paths[k]) for k in ("binaural", "spatial", "traj"))],
         }), sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:20]
 

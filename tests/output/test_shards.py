@@ -35,9 +35,9 @@ def run_stages(ctx, rows, **shard_settings):
     return rows, outputruns.pack(ctx, rows, max_shard_bytes=1 << 20, **shard_settings)
 
 
-def digests(shard_dir: str) -> dict[str, str]:
+def digests(shard_dir: str, pattern: str = "*.tar") -> dict[str, str]:
     return {os.path.basename(p): hashlib.sha256(open(p, "rb").read()).hexdigest()
-            for p in sorted(glob.glob(os.path.join(shard_dir, "*.tar")))}
+            for p in sorted(glob.glob(os.path.join(shard_dir, pattern)))}
 
 
 @pytest.fixture(scope="module")
@@ -87,13 +87,17 @@ def test_tar_headers_carry_nothing_from_the_machine(sharded):
 
 def test_byte_identical_rebuild_and_rerun_skips(sharded, tmp_path):
     ctx, rows, _ = sharded
-    before = digests(os.path.join(ctx.out, "shards"))
-    # a fresh copy of the run folder without shards or staging, at another path
+    before = digests(os.path.join(ctx.out, "shards"), "*")
+    assert len(before) == 4 * 3 + 2  # per shard .tar, .parquet, .stats.json; index.parquet, sizes.json
+    # a fresh copy of the run folder without shards or staging, at another path, every file written later
     fresh_ctx, fresh_rows = copy_run(ctx, rows, str(tmp_path / "copy"))
     for sub in ("shards", "work/package"):
         subprocess.run(["rm", "-rf", os.path.join(fresh_ctx.out, sub)], check=True)
+    for folder, _, files in os.walk(tmp_path / "copy"):
+        for name in files:
+            os.utime(os.path.join(folder, name), ns=(1_900_000_000_000_000_000,) * 2)
     _, packaged = outputruns.pack(fresh_ctx, fresh_rows, return_rows=True, max_shard_bytes=1 << 20)
-    assert digests(os.path.join(fresh_ctx.out, "shards")) == before
+    assert digests(os.path.join(fresh_ctx.out, "shards"), "*") == before  # every file under shards/, byte for byte
     # a rerun of shard writes nothing: staging was released, every shard is complete
     mtimes = {p: os.stat(p).st_mtime_ns for p in glob.glob(os.path.join(fresh_ctx.out, "shards", "*.tar"))}
     assert not os.path.exists(os.path.join(fresh_ctx.out, "work", "package", "clipA_w0"))

@@ -63,13 +63,12 @@ MEMBERS_PER_SAMPLE = 6  # mp4, flac, mono.flac, json, spatial.npy, traj.npy
 
 
 def shard_bytes(out: str) -> dict[str, bytes]:
-    """The dataset's bytes: the tars, index.parquet and sizes.json. (A shard's own .parquet/.stats.json
-    also record each sample's package fingerprint, which stamps files of its run folder, so they differ
-    between two run folders by design.)"""
+    """Every file under shards/ by relative path: the tars, each shard's .parquet and .stats.json (which
+    record each sample's package fingerprint: content digests, nothing of the run folder), index.parquet
+    and sizes.json."""
     folder = os.path.join(out, "shards")
     return {os.path.relpath(os.path.join(d, f), folder): open(os.path.join(d, f), "rb").read()
-            for d, _, files in os.walk(folder) for f in sorted(files)
-            if f.endswith(".tar") or f in ("index.parquet", "sizes.json")}
+            for d, _, files in os.walk(folder) for f in sorted(files)}
 
 
 def build_cmd(manifest: str, media: str, out: str, executor: str = "ray", kill_at: str | None = None) -> list[str]:
@@ -119,6 +118,7 @@ def reference_run(tmp_path_factory):
     assert done.returncode == 0, done.stderr[-3000:]
     expected = shard_bytes(str(root / "run"))
     assert sum(name.endswith(".tar") for name in expected) == 4  # 12 samples, 3 per shard
+    assert sum(name.endswith((".parquet", ".stats.json")) for name in expected) == 9  # 4 + 4 + index.parquet
     return media, manifest, expected
 
 
