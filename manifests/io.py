@@ -9,6 +9,7 @@ chunk's completion marker is written after its manifest.
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -22,6 +23,17 @@ import pyarrow.parquet as pq
 from manifests.schema import rows_to_table
 
 TEMP_PREFIX = ".tmp-"
+# A full disk (or quota, or file-size limit) is a property of the volume, never of the clip being written.
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+DISK_FULL_TEXTS = tuple(os.strerror(e) for e in DISK_FULL)  # also what ffmpeg prints when its output fails
+
+
+def is_disk_full(error: BaseException | str) -> bool:
+    """True for an OSError of a full disk, or a failure reason that quotes one (a stage's own wording,
+    ffmpeg's stderr): such a clip must be retried once there is space, never recorded as failed."""
+    if isinstance(error, OSError) and error.errno in DISK_FULL:
+        return True
+    return any(text in str(error) for text in DISK_FULL_TEXTS)
 
 
 def _read_umask() -> int:
@@ -50,9 +62,11 @@ def atomic_path(path: str) -> Iterator[str]:
     try:
         yield tmp
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = path  # a failed write() names no file: name the one being written
         raise
 
 

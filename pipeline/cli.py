@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import os
 import re
@@ -51,11 +50,21 @@ Resume by running the same command again:
   {command}"""
 
 # A full disk (or quota, or file-size limit) is not bad input: the build stops, keeps what is finished.
-DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 DISK_FULL_MESSAGE = """error: the disk is full: {error}
 The build stopped. Nothing finished is lost and no partial file is left visible (shards, manifests and
-markers are written to temporary names and renamed only when complete). Free space on the volume of
-{out} (or of the path above), then run the same command again: it resumes where it stopped."""
+markers are written to temporary names and renamed only when complete; a clip whose write failed is not
+marked failed). Free space on {volume}, then run the same command again: it resumes where it stopped
+and retries those clips."""
+
+
+def _volume(path: str) -> str:
+    """The mount point holding `path` (the disk to free), named for the user."""
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    while not os.path.ismount(path):
+        path = os.path.dirname(path)
+    return f"the volume mounted at {path}"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -172,9 +181,11 @@ def _build(args, argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 3
     except OSError as exc:
-        if exc.errno not in DISK_FULL:
+        from manifests.io import is_disk_full
+
+        if not is_disk_full(exc):
             raise
-        print(DISK_FULL_MESSAGE.format(error=exc, out=args.out), file=sys.stderr)
+        print(DISK_FULL_MESSAGE.format(error=exc, volume=_volume(getattr(exc, "path", None) or exc.filename or args.out)), file=sys.stderr)
         return 4
     except KeyboardInterrupt:
         print(INTERRUPTED.format(command=" ".join(["python -m pipeline", *sys.argv[1:]]) if argv is None else

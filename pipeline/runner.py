@@ -9,16 +9,19 @@ keyed by the data a row points at, so a new threshold re-decides without measuri
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from manifests.io import atomic_write_bytes, atomic_write_json, chunk_name, read_marker, read_rows, write_rows, write_table
+from manifests.io import (atomic_write_bytes, atomic_write_json, chunk_name, is_disk_full, read_marker, read_rows,
+                          write_rows, write_table)
 from manifests.readers import InputManifest, ManifestError, normalise_root, read_input
 from pipeline.config import Config, dump_config
 from pipeline.executors import StageSpec, make_executor
@@ -308,6 +311,8 @@ class Runner:
         try:
             for index, measured in self._executor_for().map_batches(spec, plan.kind, batches):
                 for (k, i), m in zip(where[index], measured):
+                    if m and "_error" in m and is_disk_full(m["_error"]):
+                        raise disk_full(plan.name, pending[k][0][i], m["_error"])
                     results[k][i] = m
                     remaining[k] -= 1
                     if remaining[k] == 0:
@@ -449,6 +454,23 @@ class Runner:
             stats["stages"][plan.name] = {**counts, "wall_s": None if wall_s is None else round(wall_s, 3), "state": plan.state}
         atomic_write_json(path, stats, sort_keys=False)  # stages in pipeline order
         return stats
+
+
+class DiskFullError(OSError):
+    """A per-clip write hit a full disk; `path` is the file it was writing (when the reason names it)."""
+
+    def __init__(self, message: str, path: str | None):
+        super().__init__(errno.ENOSPC, message)
+        self.path = path
+
+
+def disk_full(stage: str, row: dict, reason: str) -> DiskFullError:
+    """A clip whose write hit a full disk stops the build (exit 4) instead of becoming a failed row: the disk
+    is not a property of the clip, and a failed row would not be retried by a plain rerun. Its chunk gets
+    no marker, so the rerun measures it again; chunks finished before keep theirs."""
+    path = re.search(r"'(/[^']+)'", reason)  # OSError's own wording names the file it was writing
+    return DiskFullError(f"disk full while {stage} wrote clip {row.get('clip_id')!r}: {reason}",
+                         path.group(1) if path else None)
 
 
 def input_digest(manifest: InputManifest, media_root: str) -> str:

@@ -223,3 +223,42 @@ def test_disk_full_while_writing_shards_stops_cleanly_and_resumes(tmp_path):
                     f"d{k}.{s}" for s in ("mp4", "flac", "mono.flac", "json", "spatial.npy", "traj.npy"))
     finally:
         subprocess.run(["umount", shards], check=False)
+
+
+@pytest.mark.slow
+def test_disk_full_inside_a_per_clip_stage_stops_and_the_rerun_loses_nothing(tmp_path, reference_run):
+    """work/convert/ on a 512 KiB tmpfs (four of the twelve 1 s binaural.npy files fit): convert's own write
+    fails with ENOSPC. A full disk is not a property of the clip, so no clip is marked failed (a failed row
+    would not be retried by a plain rerun: its data would be lost); the build stops with exit 4 naming the
+    clip, the file and the volume. Once there is space the same command completes with the shards of an
+    uninterrupted run, byte for byte."""
+    import pyarrow.parquet as pq
+
+    media, manifest, expected = reference_run
+    out = str(tmp_path / "run")
+    convert = os.path.join(out, "work", "convert")
+    os.makedirs(convert)
+    cmd = build_cmd(manifest, media, out, "local")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", convert], check=True)
+    try:
+        full = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+        assert full.returncode == 4, full.stderr[-3000:]
+        assert ("error: the disk is full: [Errno 28] disk full while convert wrote clip 'c04': convert (mono): "
+                f"[Errno 28] No space left on device: '{os.path.join(convert, 'c04', 'binaural.npy')}'\n") in full.stderr
+        assert f"Free space on the volume mounted at {convert}, then run the same command again" in full.stderr
+        assert "Traceback" not in full.stderr
+        assert sorted(os.listdir(os.path.join(out, "completions", "convert"))) == [
+            f"chunk-{k:05d}.json" for k in range(4)]  # what fitted is finished; c04's chunk has no marker
+        for name in os.listdir(os.path.join(out, "manifests", "convert")):
+            rows = pq.read_table(os.path.join(out, "manifests", "convert", name)).to_pylist()
+            assert [r["status"] for r in rows] == ["kept"], rows  # no clip was failed for the disk
+        assert not [f for _, _, files in os.walk(convert) for f in files if f.startswith(".tmp-")]
+        assert not os.path.exists(os.path.join(out, "completions", "package"))
+
+        subprocess.run(["mount", "-o", "remount,size=4m", convert], check=True)  # space freed
+        rerun = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+        assert rerun.returncode == 0, rerun.stderr[-3000:]
+        assert "12 clips in, 12 kept, 0 dropped, 0 failed" in rerun.stderr
+        assert shard_bytes(out) == expected
+    finally:
+        subprocess.run(["umount", convert], check=False)
