@@ -25,7 +25,9 @@ from manifests.schema import rows_to_table
 TEMP_PREFIX = ".tmp-"
 # A full disk (or quota, or file-size limit) is a property of the volume, never of the clip being written.
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-DISK_FULL_TEXTS = tuple(os.strerror(e) for e in DISK_FULL)  # also what ffmpeg prints when its output fails
+# what a reason quotes when a write found no space (Python's and ffmpeg's wording); not EFBIG's "File too
+# large", which a reader of a bad input file may print too (that clip must fail alone, not stop the run)
+DISK_FULL_TEXTS = (os.strerror(errno.ENOSPC), os.strerror(errno.EDQUOT))
 
 
 def is_disk_full(error: BaseException | str) -> bool:
