@@ -63,7 +63,8 @@ def main(names: list[str]) -> int:
         merged[name] = text
     ordered = [n for n in ORDER if n in merged] + [n for n in merged if n not in ORDER]
     with open(os.path.join(HERE, "results.md"), "w") as fh:
-        fh.write(header + "\n".join(merged[n] for n in ordered))
+        # sections read back keep their bytes (their blank line included): a subset run changes no other section
+        fh.write(header + "".join(merged[n] if merged[n].endswith("\n\n") else merged[n] + "\n" for n in ordered))
     return 1 if failed else 0
 
 
