@@ -47,7 +47,7 @@ def cmd_featurize(args) -> int:
 
     summary = features.featurize(args.shards, args.out, args.codec, executor=args.executor, num_gpus=args.num_gpus,
                                  num_actors=args.num_actors, visual_size=args.visual_size,
-                                 max_shard_bytes=args.max_shard_bytes,
+                                 max_shard_bytes=args.max_shard_bytes, clip=args.clip, synchformer=args.synchformer,
                                  progress=lambda url: log.info("encoded %s", url))
     print(json.dumps(summary, indent=1))
     return 0
@@ -129,6 +129,12 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--num-actors", type=int, default=1)
     f.add_argument("--visual-size", type=int, default=112, help="frame size for the visual encoder (default 112)")
     f.add_argument("--max-shard-bytes", type=int, default=1 << 30)
+    f.add_argument("--clip", default=None, metavar="ARCH:PATH",
+                   help="the paper's visual encoder: an open_clip model name and a local state dict (e.g. "
+                   "ViT-B-16:/models/clip.bin; needs open_clip_torch); default: MobileNetV2 (offline)")
+    f.add_argument("--synchformer", default=None, metavar="PATH",
+                   help="the paper's sync encoder: MMAudio's synchformer_state_dict.pth (needs the mmaudio package); "
+                   "default: frame differences (offline)")
     f.set_defaults(fn=cmd_featurize)
 
     t = sub.add_parser("train", help="train SpatialV2A (resumes the newest matching checkpoint)",
