@@ -5,7 +5,7 @@ Typical run on a dataset built by `make build-dataset` (OUT = runs/sample):
     python -m trainer codec     --shards OUT/shards --out OUT/trainer/codec.pt
     python -m trainer featurize --shards OUT/shards --codec OUT/trainer/codec.pt --out OUT/features
     python -m trainer train     --data OUT/features --config tiny --out OUT/trainer/tiny
-    python -m trainer sample    --ckpt OUT/trainer/tiny/checkpoints/<id>_step00000300.pt --video V.mp4 --out gen/v
+    python -m trainer sample    --ckpt OUT/trainer/tiny/checkpoints/<id>_step00000200.pt --video V.mp4 --out gen/v
     python -m trainer eval      --ckpt ... --data OUT/features --split test
 """
 
