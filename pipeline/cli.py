@@ -75,7 +75,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--input", required=True,
                    help="VGGSound CSV (youtube_id,start_seconds,label,split) or a CSV/JSONL/Parquet manifest "
                         "with clip_id and video columns")
-    b.add_argument("--media-root", default="", help="folder that relative video paths are resolved against")
+    b.add_argument("--media-root", default="", help="folder (or fsspec URL, e.g. s3://bucket/media) that relative "
+                   "video paths are resolved against")
     b.add_argument("--out", required=True, help="run folder (created; reused to resume): a path, or an fsspec URL "
                    "such as s3://bucket/runs/vgg (credentials from the usual AWS_* variables or fsspec config)")
     b.add_argument("--stage-dir", default="", metavar="DIR",

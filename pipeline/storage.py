@@ -184,26 +184,27 @@ class RemoteRun:
         return files
 
     def commit(self, paths) -> None:
-        """Upload files and folders of the stage: every data file first, then the markers among them
-        (completions/, *.stats.json, input.json, stats.json). Each group goes to temporary keys beside
-        the targets (in parallel where the backend allows), then is moved onto the final keys."""
+        """Upload files and folders of the stage to OUT: every file to a temporary key beside its target
+        (`.tmp-<random>-<name>`), then the data files moved onto their final keys, then the markers among
+        them (completions/, *.stats.json, input.json, stats.json), then the temporary keys removed."""
         data, markers = [], []
         for path in self._files(paths):
             rel = os.path.relpath(path, self.stage).replace(os.sep, "/")
             if not rel.startswith("..") and rel not in NOT_MIRRORED:
-                (markers if is_marker(rel) else data).append((path, f"{self.root}/{rel}"))
-        for group in (data, markers):
-            if not group:
-                continue
-            locals_ = [p for p, _ in group]
-            finals = [key for _, key in group]
-            tmps = [f"{posix_dirname(k)}/{TEMP_PREFIX}{uuid.uuid4().hex}-{posix_basename(k)}" for k in finals]
-            try:
-                self.fs.put(locals_, tmps)
-                self.fs.copy(tmps, finals)
-            finally:
-                self._forget(tmps)
-            self.uploaded += len(group)
+                final = f"{self.root}/{rel}"
+                tmp = f"{posix_dirname(final)}/{TEMP_PREFIX}{uuid.uuid4().hex}-{posix_basename(final)}"
+                (markers if is_marker(rel) else data).append((path, tmp, final))
+        if not data and not markers:
+            return
+        every = data + markers
+        try:
+            self.fs.put([p for p, _, _ in every], [t for _, t, _ in every])  # in parallel where the backend can
+            for group in (data, markers):
+                if group:
+                    self.fs.copy([t for _, t, _ in group], [f for _, _, f in group])
+        finally:
+            self._forget([t for _, t, _ in every])
+        self.uploaded += len(every)
 
     def prune(self, rel_folder: str) -> int:
         """Delete objects under OUT/rel_folder whose local file is gone (stale shards, released staging)."""

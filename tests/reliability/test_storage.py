@@ -22,8 +22,10 @@ from runhelpers import ROOT, SAMPLE_CONFIG
 from test_faults import CHEAP, shard_bytes, tiny_media
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SETTINGS = [item for item in CHEAP if not item.startswith(("run.chunk_size", "stages.shard.max_samples"))] + [
-    "run.chunk_size=2", "stages.shard.max_samples_per_shard=2"]  # 4 clips: 2 chunks per stage, 2 shards
+# test_faults' cheap settings without the filters (every object-store commit costs round trips):
+# 4 clips, 2 chunks per stage, 2 shards
+SETTINGS = [item for item in CHEAP if not item.startswith(("run.stages", "run.chunk_size", "stages.shard.max_samples"))] + [
+    "run.stages=[ingest, convert, package, shard]", "run.chunk_size=2", "stages.shard.max_samples_per_shard=2"]
 DATASET_FILES = ("index.parquet", "sizes.json")
 
 
@@ -111,7 +113,7 @@ def test_s3_media_and_out_killed_wiped_and_resumed_give_the_plain_run_bytes(plai
     shutil.rmtree(stage)
     stats = build_in_process(manifest, "s3://media/clips", out, stage_dir=str(tmp_path / "stage2"))
     states = {name: s["state"] for name, s in stats["stages"].items()}
-    assert [states[s] for s in ("ingest", "duration", "silence")] == ["done earlier"] * 3, states
+    assert states["ingest"] == "done earlier", states
     assert states["convert"].startswith("ran 1/2 chunks"), states
     assert states["package"].startswith("ran 2/2 chunks") and states["shard"].startswith("ran"), states
 
@@ -170,6 +172,7 @@ def test_storage_errors_stop_before_any_work(plain_run, s3, tmp_path, monkeypatc
     port = closed.getsockname()[1]
     closed.close()  # nothing listens there
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # the message is under test, not botocore's retry policy
     s3fs.S3FileSystem.clear_instance_cache()
     try:
         with pytest.raises(ConfigError, match=f"cannot reach the storage endpoint \\(endpoint http://127.0.0.1:{port}"):
