@@ -38,6 +38,13 @@ def _history(out_dir):
         return json.load(fh)["history"]
 
 
+def _logged_steps(out_dir) -> int:
+    try:
+        return len(_history(out_dir))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return 0
+
+
 def test_batches_are_a_function_of_step_and_split_over_ranks():
     assert batch_indices(3, 4) == [12, 13, 14, 15]
     assert sorted(batch_indices(3, 4, 0, 2) + batch_indices(3, 4, 1, 2)) == [12, 13, 14, 15]
@@ -49,9 +56,10 @@ def test_resume_after_sigkill_continues_the_same_loss_curve(tmp_path):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     proc_a = _run(script, straight)
     proc_b = _run(script, killed)
-    step4 = os.path.join(killed, "checkpoints", f"{MICRO.fingerprint()}_step{4:08d}.pt")
+    # the loss curve is written right after each checkpoint: wait for both, so a loaded machine
+    # cannot kill between the step-4 checkpoint and its loss-curve update
     deadline = time.time() + 300
-    while not os.path.exists(step4) and time.time() < deadline and proc_b.poll() is None:
+    while time.time() < deadline and proc_b.poll() is None and not _logged_steps(killed) >= 4:
         time.sleep(0.02)
     assert proc_b.poll() is None, "training finished before it could be killed"
     proc_b.send_signal(signal.SIGKILL)
