@@ -32,7 +32,11 @@ STAGE_ROOT = "binauralize-stage"
 MARKER_DIRS = ("completions/",)
 MARKER_SUFFIXES = (".stats.json",)
 MARKER_FILES = ("input.json", "stats.json")
-NOT_MIRRORED = (".lock",)  # the stage's own flock
+STAGE_OWNER = ".stage-url"  # which OUT a stage directory belongs to
+NOT_MIRRORED = (".lock", STAGE_OWNER)  # the stage's own flock and owner note
+# What `status` needs from OUT: the small files, never work/ or shards/.
+STATUS_FILES = ("config.yaml", "input.json", "preflight.json", "stats.json", "logs/build.log")
+STATUS_FOLDERS = ("completions", "manifests")
 
 
 def is_remote(path: str) -> bool:
@@ -120,6 +124,10 @@ class RemoteRun:
         """Credentials, endpoint, bucket and write permission, with a probe object that is removed again."""
         if os.path.exists(self.stage) and not os.path.isdir(self.stage):
             raise ConfigError(f"--stage-dir {self.stage} is a file; give a local folder for the run's staging copy")
+        owner = self._owner()
+        if owner and owner != self.url:
+            raise ConfigError(f"--stage-dir {self.stage} stages {owner}, not {self.url}; give another --stage-dir "
+                              "(or delete that folder if its run is finished)")
         probe = f"{self.root}/{TEMP_PREFIX}probe-{uuid.uuid4().hex}"
         try:
             self.fs.pipe_file(probe, b"")
@@ -143,8 +151,18 @@ class RemoteRun:
                 listing[rel] = int(info.get("size") or 0)
         return listing
 
+    def _owner(self) -> str:
+        try:
+            with open(os.path.join(self.stage, STAGE_OWNER)) as fh:
+                return fh.read().strip()
+        except OSError:
+            return ""
+
     def pull(self) -> int:
         """Make the stage agree with OUT; returns the number of files downloaded."""
+        os.makedirs(self.stage, exist_ok=True)
+        with open(os.path.join(self.stage, STAGE_OWNER), "w") as fh:
+            fh.write(self.url + "\n")
         self.fs.invalidate_cache()
         listing = self._listing()
         stale = [rel for rel in listing if is_temp(rel)]
@@ -170,6 +188,16 @@ class RemoteRun:
         if fetched:
             log.info("pulled %d file(s) from %s into the stage %s", fetched, self.url, self.stage)
         return fetched
+
+    def snapshot(self, dest: str) -> None:
+        """The small files `status` reads (run files, markers, manifests) copied into `dest`."""
+        self.fs.invalidate_cache()
+        wanted = [rel for rel in self._listing() if not is_temp(rel)
+                  and (rel in STATUS_FILES or rel.startswith(tuple(f + "/" for f in STATUS_FOLDERS)))]
+        if wanted:
+            for rel in wanted:
+                os.makedirs(os.path.dirname(os.path.join(dest, rel)), exist_ok=True)
+            self.fs.get([f"{self.root}/{rel}" for rel in wanted], [os.path.join(dest, rel) for rel in wanted])
 
     # -- stage -> OUT ---------------------------------------------------------------------------
     def _files(self, paths) -> list[str]:

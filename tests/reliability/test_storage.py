@@ -107,6 +107,12 @@ def test_s3_media_and_out_killed_wiped_and_resumed_give_the_plain_run_bytes(plai
     assert len(s3.ls("runs/vgg/completions/ingest")) == 2
     assert os.path.exists(stage / "completions" / "convert" / "chunk-00001.json")  # local only
     s3.pipe("runs/vgg/shards/.tmp-0123abcd-train-000000.tar", b"half an upload")  # what a killed upload leaves
+    from pipeline.status import run_status
+
+    status = run_status(out)  # read from OUT itself: what is committed
+    assert status["out"] == out and not status["complete"]
+    assert [(status["stages"][n]["done"], status["stages"][n]["pending"]) for n in ("ingest", "convert", "shard")] == [
+        (2, 0), (1, 1), (0, 2)]
 
     # 2: the stage directory is lost (another machine, a wiped /tmp): the rerun pulls OUT back and
     #    redoes only convert's uncommitted chunk and the stages after it
@@ -128,6 +134,8 @@ def test_s3_media_and_out_killed_wiped_and_resumed_give_the_plain_run_bytes(plai
     for rel in ("config.yaml", "input.json", "stats.json", "logs/build.log", "manifests/shard/chunk-00001.parquet",
                 "completions/shard/chunk-00001.json", "shards/train-000001.stats.json"):
         assert f"runs/vgg/{rel}" in keys, rel
+
+    assert run_status(out)["complete"]
 
     # 4: readers list the shards from sizes.json on S3 and stream them
     from trainer.stream import open_stream, shard_list
@@ -157,6 +165,11 @@ def test_storage_errors_stop_before_any_work(plain_run, s3, tmp_path, monkeypatc
             build_in_process(manifest, media_root, out, stage_dir=str(stage))
         assert what in str(err.value) and fix in str(err.value), str(err.value)
     assert not stage.exists() and not (tmp_path / "out").exists()
+    stage.mkdir()
+    (stage / ".stage-url").write_text("s3://runs/other\n")
+    with pytest.raises(ConfigError, match="stages s3://runs/other, not s3://runs/x; give another --stage-dir"):
+        build_in_process(manifest, media, "s3://runs/x", stage_dir=str(stage))
+    shutil.rmtree(stage)
 
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.delenv(key)
