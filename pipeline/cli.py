@@ -52,6 +52,11 @@ Resume by running the same command again:
 
 # A full disk (or quota, or file-size limit) is not bad input: the build stops, keeps what is finished.
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+# An object store that stops answering mid-build (network, expired credentials): same promise as a full disk.
+STORAGE_MESSAGE = """error: {error}
+The build stopped. What OUT already shows is whole (every file goes to a temporary key first, completion
+markers last) and the local stage directory keeps the rest. Fix the cause, then run the same command
+again: it resumes from what OUT holds."""
 DISK_FULL_MESSAGE = """error: the disk is full: {error}
 The build stopped. Nothing finished is lost and no partial file is left visible (shards, manifests and
 markers are written to temporary names and renamed only when complete). Free space on the volume of
@@ -160,6 +165,7 @@ def _build(args, argv: list[str] | None = None) -> int:
     from pipeline.lock import RunLockedError
     from pipeline.funnel import format_funnel
     from pipeline.runner import BuildRequest, build
+    from pipeline.storage import StorageError
     from stages.base import ConfigError
 
     try:
@@ -176,6 +182,9 @@ def _build(args, argv: list[str] | None = None) -> int:
     except RunLockedError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
+    except StorageError as exc:
+        print(STORAGE_MESSAGE.format(error=exc), file=sys.stderr)
+        return 5
     except OSError as exc:
         if exc.errno not in DISK_FULL:
             raise

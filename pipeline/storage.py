@@ -39,6 +39,10 @@ STATUS_FILES = ("config.yaml", "input.json", "preflight.json", "stats.json", "lo
 STATUS_FOLDERS = ("completions", "manifests")
 
 
+class StorageError(RuntimeError):
+    """OUT could not be written during the build: the stage keeps the work; rerunning resumes."""
+
+
 def is_remote(path: str) -> bool:
     """An fsspec URL other than file:// (those are local folders)."""
     return "://" in (path or "") and not path.startswith("file://")
@@ -230,6 +234,8 @@ class RemoteRun:
             for group in (data, markers):
                 if group:
                     self.fs.copy([t for _, t, _ in group], [f for _, _, f in group])
+        except Exception as exc:  # noqa: BLE001 - every backend raises its own errors: described by name
+            raise StorageError(f"uploading to --out {describe_error(exc, self.url)}") from exc
         finally:
             self._forget([t for _, t, _ in every])
         self.uploaded += len(every)

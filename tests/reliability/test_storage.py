@@ -40,11 +40,17 @@ def build_in_process(manifest: str, media_root: str, out: str, **kwargs) -> dict
 
 
 @pytest.fixture(scope="module")
-def plain_run(tmp_path_factory):
+def media(tmp_path_factory):
+    """(media folder, manifest) of 4 one-second clips."""
+    folder = str(tmp_path_factory.mktemp("media"))
+    return folder, tiny_media(folder, [f"c{k}" for k in range(4)])
+
+
+@pytest.fixture(scope="module")
+def plain_run(media, tmp_path_factory):
     """(media folder, manifest, dataset bytes) of the run from plain local paths."""
     root = tmp_path_factory.mktemp("plain")
-    media = str(root / "media")
-    manifest = tiny_media(media, [f"c{k}" for k in range(4)])
+    media, manifest = media
     build_in_process(manifest, media, str(root / "run"))
     expected = shard_bytes(str(root / "run"))
     assert sorted(expected) == ["index.parquet", "sizes.json", "train-000000.tar", "train-000001.tar"]
@@ -146,14 +152,14 @@ def test_s3_media_and_out_killed_wiped_and_resumed_give_the_plain_run_bytes(plai
         assert fh.read() == expected["train-000001.tar"]
 
 
-def test_storage_errors_stop_before_any_work(plain_run, s3, tmp_path, monkeypatch):
+def test_storage_errors_stop_before_any_work(media, s3, tmp_path, monkeypatch):
     """A missing backend, a missing bucket, a missing media prefix, no credentials, an unreachable endpoint:
     each stops the build before anything is written, saying what is wrong and how to fix it."""
     import s3fs
 
     from stages.base import ConfigError
 
-    media, manifest, _ = plain_run
+    media, manifest = media
     stage = tmp_path / "stage"
     cases = [
         ("gs://bucket/run", media, "the gs:// backend is not installed", "pip install gcsfs"),
@@ -190,7 +196,15 @@ def test_storage_errors_stop_before_any_work(plain_run, s3, tmp_path, monkeypatc
     try:
         with pytest.raises(ConfigError, match=f"cannot reach the storage endpoint \\(endpoint http://127.0.0.1:{port}"):
             build_in_process(manifest, media, "s3://runs/x", stage_dir=str(stage))
+        assert not stage.exists()
+        # the endpoint going away in the middle of a build: a StorageError naming the cause (the CLI adds how to resume)
+        from pipeline.storage import RemoteRun, StorageError
+
+        remote = RemoteRun("s3://runs/x", str(tmp_path / "later"))
+        os.makedirs(os.path.join(remote.stage, "completions"))
+        open(os.path.join(remote.stage, "completions", "m.json"), "w").write("{}")
+        with pytest.raises(StorageError, match="uploading to --out s3://runs/x: cannot reach the storage endpoint"):
+            remote.commit([remote.stage])
     finally:
         monkeypatch.undo()
         s3fs.S3FileSystem.clear_instance_cache()
-    assert not stage.exists()
