@@ -173,17 +173,23 @@ class RemoteRun:
         if stale:  # uploads a killed build left unfinished
             self.fs.rm([f"{self.root}/{rel}" for rel in stale])
             log.info("removed %d unfinished upload(s) from %s", len(stale), self.url)
-        fetched = 0
+        wanted = []  # (key, local temp name, local path): downloaded together, then renamed into place
         for rel, size in sorted(listing.items()):
-            if is_temp(rel):
-                continue
             local = os.path.join(self.stage, rel)
-            if is_marker(rel) or not os.path.exists(local) or os.path.getsize(local) != size:
+            if not is_temp(rel) and (is_marker(rel) or not os.path.exists(local) or os.path.getsize(local) != size):
                 os.makedirs(os.path.dirname(local), exist_ok=True)
                 tmp = os.path.join(os.path.dirname(local), f"{TEMP_PREFIX}{uuid.uuid4().hex}-{os.path.basename(local)}")
-                self.fs.get_file(f"{self.root}/{rel}", tmp)
-                os.replace(tmp, local)
-                fetched += 1
+                wanted.append((f"{self.root}/{rel}", tmp, local))
+        if wanted:
+            try:
+                self.fs.get([k for k, _, _ in wanted], [t for _, t, _ in wanted])
+                for _, tmp, local in wanted:
+                    os.replace(tmp, local)
+            finally:
+                for _, tmp, _ in wanted:
+                    if os.path.exists(tmp):
+                        os.unlink(tmp)
+        fetched = len(wanted)
         for folder, _, files in os.walk(self.stage):  # a local marker OUT lacks was never committed
             for name in files:
                 rel = os.path.relpath(os.path.join(folder, name), self.stage).replace(os.sep, "/")
