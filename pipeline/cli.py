@@ -199,7 +199,8 @@ def _build(args, argv: list[str] | None = None) -> int:
     from pipeline.storage import is_remote, local_path
 
     if is_remote(args.out):  # built in a local stage, committed to OUT
-        print(f"\nrun folder: {args.out} (shards/, report/index.html and README.md under it when built)")
+        print(f"\nrun folder: {args.out}  ({_prog()} status --out {args.out}; shards/, report/index.html and "
+              "README.md under it when built)")
         return 0
     out = local_path(args.out)
     print(f"\nrun folder: {out}  ({_prog()} status --out {args.out})")
