@@ -94,8 +94,10 @@ def test_two_ray_train_workers_with_gloo_ddp_match_one_process(tmp_path):
     if started:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
+        relayed = []
         summary = training.train_with_ray(cfg, functools.partial(synthetic_pool, 4, 0, 1.0), str(tmp_path / "ddp"),
-                                          num_workers=2, use_gpu=False)
+                                          num_workers=2, use_gpu=False,
+                                          progress=lambda done, total, unit, **v: relayed.append((done, total, unit, v["loss"])))
     finally:
         if started:
             ray.shutdown()
@@ -103,6 +105,9 @@ def test_two_ray_train_workers_with_gloo_ddp_match_one_process(tmp_path):
     single, ddp = _history(tmp_path / "single"), _history(tmp_path / "ddp")
     # the same global batch split over two ranks, gradients averaged: the same losses up to rounding
     assert np.allclose([h["total"] for h in ddp], [h["total"] for h in single], rtol=1e-4)
+    # rank 0's steps reach the driver's progress callback (and so the console and build.log)
+    assert [(d, t, u) for d, t, u, _ in relayed] == [(1, 3, "step"), (2, 3, "step"), (3, 3, "step")]
+    assert [loss for *_, loss in relayed] == [h["total"] for h in ddp]
 
 
 def test_progress_reports_every_step_with_its_loss(tmp_path, one_torch_thread):
