@@ -88,6 +88,9 @@ class Runner:
             if value is not None and value not in names:
                 raise ConfigError(f"{flag} {value}: not a stage of this run{closest(value, names)}; "
                                   f"stages: {names}")
+        if self.req.stage_dir and not self.remote:
+            raise ConfigError(f"--stage-dir applies to a URL --out (s3://…) only; --out {self.req.out} is a local "
+                              "folder the run is written to directly: drop --stage-dir")
         check_paths(self.req.input, self.ctx.media_root, self.out)
         if is_remote(self.ctx.media_root):
             check_media_root(self.ctx.media_root)

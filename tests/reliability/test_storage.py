@@ -165,10 +165,11 @@ def test_storage_errors_stop_before_any_work(media, s3, tmp_path, monkeypatch):
         ("gs://bucket/run", media, "the gs:// backend is not installed", "pip install gcsfs"),
         ("s3://no-such-bucket/run", media, "the bucket does not exist", "aws s3 mb"),
         (str(tmp_path / "out"), "s3://no-such-bucket/clips", "--media-root s3://no-such-bucket/clips does not exist", ""),
+        (str(tmp_path / "out"), media, "--stage-dir applies to a URL --out (s3://…) only", "drop --stage-dir"),
     ]
     for out, media_root, what, fix in cases:
         with pytest.raises(ConfigError) as err:
-            build_in_process(manifest, media_root, out, stage_dir=str(stage))
+            build_in_process(manifest, media_root, out, stage_dir=str(stage) if "://" in out or "stage-dir" in what else "")
         assert what in str(err.value) and fix in str(err.value), str(err.value)
     assert not stage.exists() and not (tmp_path / "out").exists()
     stage.mkdir()
