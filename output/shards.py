@@ -219,6 +219,7 @@ class ShardWriter:
         max_samples_per_shard: int = 10000,
         progress: Callable[[str, int, int], None] | None = None,
         committed: Callable[[list[str]], None] | None = None,
+        stored_size: Callable[[str], int | None] | None = None,
     ):
         if max_shard_bytes < RECORD or max_samples_per_shard < 1:
             raise ValueError("max_shard_bytes must be >= 10240 and max_samples_per_shard >= 1")
@@ -229,6 +230,8 @@ class ShardWriter:
         # called with the paths of each completed shard (tar, parquet, stats.json: the marker last) and
         # then with the dataset files: how an object-store OUT gets each unit once it is whole
         self.committed = committed
+        # size of a complete tar kept elsewhere (an object-store OUT) when it is not on local disk
+        self.stored_size = stored_size
 
     # -- what earlier runs completed -------------------------------------------------------------
     def _path(self, name: str, ext: str) -> str:
@@ -262,10 +265,13 @@ class ShardWriter:
         expected = [(k, fingerprints[k], s) for k, s in zip(plan.keys, plan.sizes)]
         found = [(s.get("key"), s.get("fingerprint"), s.get("size")) for s in samples]
         tar = self._path(plan.name, "tar")
+        if os.path.exists(tar):
+            size = os.path.getsize(tar)
+        else:
+            size = self.stored_size(tar) if self.stored_size is not None else None
         return (
             found == expected
-            and os.path.exists(tar)
-            and os.path.getsize(tar) == stats.get("bytes") == plan.tar_bytes
+            and size == stats.get("bytes") == plan.tar_bytes
             and os.path.exists(self._path(plan.name, "parquet"))
         )
 

@@ -369,7 +369,7 @@ class Runner:
             bar.update_to(done, total, **values)
 
         plan.stage.progress = progress
-        plan.stage.commit = self._commit_global if self.remote else None
+        plan.stage.commit = StageCommit(self) if self.remote else None
         try:
             measured = plan.stage.run_global(flat)
         finally:
@@ -432,12 +432,6 @@ class Runner:
         if self.remote:
             self.remote.commit([p if os.path.isabs(p) else os.path.join(self.out, p) for p in paths])
 
-    def _commit_global(self, paths: list[str], prune: list[str] = ()) -> None:
-        """A global stage's hook: commit these files (in order), then delete objects under the `prune`
-        folders of OUT whose local files are gone (stale shards, released staging)."""
-        self._commit(*paths)
-        for rel in prune:
-            self.remote.prune(rel)
 
     def _commit_logs(self) -> None:
         if self.remote:
@@ -506,6 +500,23 @@ class Runner:
             stats["stages"][plan.name] = {**counts, "wall_s": None if wall_s is None else round(wall_s, 3), "state": plan.state}
         atomic_write_json(path, stats, sort_keys=False)  # stages in pipeline order
         return stats
+
+
+class StageCommit:
+    """A global stage's hook on an object-store OUT (Stage.commit)."""
+
+    def __init__(self, runner: Runner):
+        self.runner = runner
+
+    def __call__(self, paths: list[str], prune: list[str] = ()) -> None:
+        """Commit these files (in order, markers last), then delete objects under the `prune` folders of
+        OUT whose local files are gone (stale shards, released staging)."""
+        self.runner._commit(*paths)
+        for rel in prune:
+            self.runner.remote.prune(rel)
+
+    def stored_size(self, path: str) -> int | None:
+        return self.runner.remote.stored_size(path)
 
 
 def input_digest(manifest: InputManifest, media_root: str) -> str:

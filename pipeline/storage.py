@@ -32,6 +32,7 @@ STAGE_ROOT = "binauralize-stage"
 MARKER_DIRS = ("completions/",)
 MARKER_SUFFIXES = (".stats.json",)
 MARKER_FILES = ("input.json", "stats.json")
+SHARD_TAR = "shards/"  # complete shard tars stay on OUT on a pull: only a rewrite needs them locally
 STAGE_OWNER = ".stage-url"  # which OUT a stage directory belongs to
 NOT_MIRRORED = (".lock", STAGE_OWNER)  # the stage's own flock and owner note
 # What `status` needs from OUT: the small files, never work/ or shards/.
@@ -122,6 +123,7 @@ class RemoteRun:
         self.fs, self.root = open_url(self.url, "--out")
         self.stage = os.path.abspath(stage_dir) if stage_dir else default_stage_dir(self.url)
         self.uploaded = 0
+        self.stored: dict[str, int] = {}  # rel -> size of complete shard tars OUT holds and the stage lacks
 
     # -- before any work ------------------------------------------------------------------------
     def check(self) -> None:
@@ -174,8 +176,11 @@ class RemoteRun:
             self.fs.rm([f"{self.root}/{rel}" for rel in stale])
             log.info("removed %d unfinished upload(s) from %s", len(stale), self.url)
         wanted = []  # (key, local temp name, local path): downloaded together, then renamed into place
+        self.stored = {rel: size for rel, size in listing.items() if self._complete_tar(rel, listing)}
         for rel, size in sorted(listing.items()):
             local = os.path.join(self.stage, rel)
+            if rel in self.stored and not os.path.exists(local):
+                continue
             if not is_temp(rel) and (is_marker(rel) or not os.path.exists(local) or os.path.getsize(local) != size):
                 os.makedirs(os.path.dirname(local), exist_ok=True)
                 tmp = os.path.join(os.path.dirname(local), f"{TEMP_PREFIX}{uuid.uuid4().hex}-{os.path.basename(local)}")
@@ -198,6 +203,16 @@ class RemoteRun:
         if fetched:
             log.info("pulled %d file(s) from %s into the stage %s", fetched, self.url, self.stage)
         return fetched
+
+    @staticmethod
+    def _complete_tar(rel: str, listing: dict[str, int]) -> bool:
+        """A shard tar whose .stats.json (its marker, committed after it) is on OUT."""
+        return rel.startswith(SHARD_TAR) and rel.endswith(".tar") and rel[:-4] + ".stats.json" in listing
+
+    def stored_size(self, path: str) -> int | None:
+        """Size of a complete shard tar OUT holds that was not downloaded; None otherwise."""
+        rel = os.path.relpath(path, self.stage).replace(os.sep, "/")
+        return self.stored.get(rel)
 
     def snapshot(self, dest: str) -> None:
         """The small files `status` reads (run files, markers, manifests) copied into `dest`."""
@@ -250,13 +265,18 @@ class RemoteRun:
         """Delete objects under OUT/rel_folder whose local file is gone (stale shards, released staging)."""
         self.fs.invalidate_cache()
         gone = [rel for rel in self._listing(rel_folder.strip("/") + "/")
-                if not os.path.exists(os.path.join(self.stage, rel))]
+                if not os.path.exists(os.path.join(self.stage, rel)) and not self._kept_remote(rel)]
         if gone:
             self.fs.rm([f"{self.root}/{rel}" for rel in gone])
         return len(gone)
 
+    def _kept_remote(self, rel: str) -> bool:
+        """A tar left on OUT by the pull whose shard is still complete locally (its stats file is there)."""
+        return rel in self.stored and os.path.exists(os.path.join(self.stage, rel[:-4] + ".stats.json"))
+
     def clear(self, names) -> None:
         """--force with another input: delete what a build wrote under OUT (only those entries)."""
+        self.stored = {}
         for name in names:
             target = f"{self.root}/{name}"
             if self.fs.exists(target):

@@ -60,7 +60,7 @@ class ShardStage(Stage):
             counts[str(row["clip_id"])] = counts.get(str(row["clip_id"]), 0) + 1
         commit = self.commit  # set by the runner for an object-store OUT
         writer = ShardWriter(A.resolve(self.ctx.out, "shards"), p.max_shard_bytes, p.max_samples_per_shard,
-                             committed=commit)
+                             committed=commit, stored_size=getattr(commit, "stored_size", None))
         done = writer.completed_samples()
         entries = []
         for i, row in enumerate(rows):

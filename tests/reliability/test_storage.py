@@ -143,7 +143,17 @@ def test_s3_media_and_out_killed_wiped_and_resumed_give_the_plain_run_bytes(plai
 
     assert run_status(out)["complete"]
 
-    # 4: readers list the shards from sizes.json on S3 and stream them
+    # 4: the shard stage rerun from yet another empty stage: complete shards stay on OUT, unread and unchanged
+    again = build_in_process(manifest, "s3://media/clips", out, stage_dir=str(tmp_path / "stage3"), from_stage="shard",
+                             force=True)
+    assert again["stages"]["shard"]["state"].startswith("ran 2/2 chunks")
+    assert not [f for _, _, files in os.walk(tmp_path / "stage3") for f in files if f.endswith(".tar")]
+    s3.invalidate_cache()
+    assert {os.path.basename(k): s3.cat_file(k) for k in s3.find("runs/vgg/shards")
+            if k.endswith(".tar") or k.endswith(DATASET_FILES)} == expected
+    assert not [k for k in s3.find("runs/vgg") if ".tmp-" in k]
+
+    # 5: readers list the shards from sizes.json on S3 and stream them
     from trainer.stream import open_stream, shard_list
 
     shards = shard_list(f"{out}/shards", split="all")
