@@ -195,11 +195,14 @@ class RemoteRun:
                     if os.path.exists(tmp):
                         os.unlink(tmp)
         fetched = len(wanted)
-        for folder, _, files in os.walk(self.stage):  # a local marker OUT lacks was never committed
-            for name in files:
-                rel = os.path.relpath(os.path.join(folder, name), self.stage).replace(os.sep, "/")
-                if is_marker(rel) and rel not in listing:
-                    os.unlink(os.path.join(folder, name))
+        local_markers = [os.path.join(self.stage, name) for name in MARKER_FILES]
+        for top in ("completions", "shards"):  # where markers live (never walk work/: millions of files)
+            for folder, _, files in os.walk(os.path.join(self.stage, top)):
+                local_markers.extend(os.path.join(folder, name) for name in files)
+        for path in local_markers:  # a local marker OUT lacks was never committed: not done
+            rel = os.path.relpath(path, self.stage).replace(os.sep, "/")
+            if is_marker(rel) and rel not in listing and os.path.exists(path):
+                os.unlink(path)
         if fetched:
             log.info("pulled %d file(s) from %s into the stage %s", fetched, self.url, self.stage)
         return fetched

@@ -219,3 +219,24 @@ def test_storage_errors_stop_before_any_work(media, s3, tmp_path, monkeypatch):
     finally:
         monkeypatch.undo()
         s3fs.S3FileSystem.clear_instance_cache()
+
+
+def test_pull_makes_the_stage_agree_with_out(s3, tmp_path):
+    """OUT is the truth: a marker only the stage has was never committed (its chunk reruns); files OUT
+    has are fetched; a temporary key a killed upload left is removed."""
+    from pipeline.storage import RemoteRun
+
+    s3.mkdir("pulls")
+    s3.pipe({"pulls/run/manifests/silence/chunk-00000.parquet": b"m" * 10, "pulls/run/completions/silence/chunk-00000.json": b"{}",
+             "pulls/run/manifests/.tmp-99-chunk-00001.parquet": b"half"})
+    remote = RemoteRun("s3://pulls/run", str(tmp_path / "stage"))
+    uncommitted = tmp_path / "stage" / "completions" / "silence" / "chunk-00001.json"
+    uncommitted.parent.mkdir(parents=True)
+    uncommitted.write_text("{}")
+    assert remote.pull() == 2
+    assert not uncommitted.exists()
+    assert (tmp_path / "stage" / "manifests" / "silence" / "chunk-00000.parquet").read_bytes() == b"m" * 10
+    assert (tmp_path / "stage" / "completions" / "silence" / "chunk-00000.json").exists()
+    s3.invalidate_cache()
+    assert sorted(s3.find("pulls/run")) == ["pulls/run/completions/silence/chunk-00000.json",
+                                           "pulls/run/manifests/silence/chunk-00000.parquet"]
