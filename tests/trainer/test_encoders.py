@@ -46,11 +46,15 @@ def test_featurize_stops_before_any_work_on_a_missing_checkpoint(syn_shards, cod
     assert not out.exists() or not any(n.endswith(".tar") for n in os.listdir(out))
 
 
-def test_offline_defaults_without_checkpoints(features_dir, tiny_run):
+def test_offline_defaults_without_checkpoints(features_dir):
+    from trainer import train
+
     info = json.load(open(os.path.join(features_dir, "features.json")))
     assert info["encoders"]["visual"]["encoder"].startswith("mobilenet_v2")
     assert info["encoders"]["visual"]["dim"] == enc.VISUAL_DIM
     assert info["encoders"]["sync"]["encoder"] == "frame-difference"
-    config = json.load(open(os.path.join(tiny_run["out"], "config.json")))["config"]
-    assert config["clip"] is None and config["synchformer"] is None
-    assert (config["model"]["visual_dim"], config["model"]["sync_dim"]) == (enc.VISUAL_DIM, enc.SYNC_DIM)
+    cfg = train.get_config("tiny")
+    cfg = train.with_data(cfg, train.open_data(cfg, features_dir))  # what training builds its model from
+    assert cfg.clip is None and cfg.synchformer is None
+    assert (cfg.model.visual_dim, cfg.model.sync_dim) == (enc.VISUAL_DIM, enc.SYNC_DIM)
+    assert cfg.model.latent_dim == info["latent_dim"] == 320
