@@ -1,4 +1,4 @@
-"""`python -m trainer codec`: fit the default codec on a dataset and measure its round trip.
+"""`python -m trainer codec`: fit the default (split-band) codec on a dataset and measure its round trip.
 
 The report compares, clip by clip with `binauralizer.metrics.reference_errors`, the codec's
 decode(encode(x)) against x, beside per-channel Griffin-Lim from |STFT| (the magnitude-codec
@@ -13,7 +13,10 @@ import time
 import numpy as np
 
 from trainer import encoders as enc
-from trainer.codec import HOP, MID_DIM, MidCueCodec, MomentAccumulator, band_edges, griffin_lim, save_codec
+import torch
+
+from trainer.codec import (HIGH_DIM, HOP, LOW_BINS, MidCueCodec, MomentAccumulator, SplitBandCodec, griffin_lim,
+                          high_band_edges, mdct, save_codec)
 from trainer.deps import metrics, torchtrain
 from trainer.stream import shard_list, tar_samples
 
@@ -30,14 +33,20 @@ def clips(root: str, split: str, limit: int | None = None):
         yield sample["__key__"], enc.read_flac(sample["flac"])
 
 
-def fit(root: str, out_path: str, mid_dim: int = MID_DIM, split: str = "train", max_clips: int | None = None):
-    """Train the mid+cues codec (its mid PCA) on `split` of the dataset at `root`; saves it to `out_path`."""
+def fit(root: str, out_path: str, high_dim: int = HIGH_DIM, split: str = "train", max_clips: int | None = None,
+        low_bins: int = LOW_BINS):
+    """Train the split-band codec (its mid PCA above the split) on `split` of the dataset at `root`;
+    saves it to `out_path`. One pass: the mid's MDCT moments and the ears' low-bin energies."""
     shards = shard_list(root, split)
     acc = MomentAccumulator(HOP)
+    low_energy = torch.zeros(HOP, dtype=torch.float64)
     for _, audio in clips(root, split, max_clips):
         acc.add(0.5 * (audio[0] + audio[1])[None])
-    mid = acc.fit(mid_dim, trained_on=torchtrain.data_digest([shards.digest, split, str(max_clips)]))
-    codec = MidCueCodec(mid, band_edges())
+        low_energy += (mdct(torch.as_tensor(audio, dtype=torch.float64), acc.basis) ** 2).sum(dim=(0, 1))
+    trained_on = torchtrain.data_digest([shards.digest, split, str(max_clips), "split-band", str(low_bins)])
+    mid = acc.fit(high_dim, trained_on=trained_on, from_bin=low_bins)
+    low_rms = (low_energy[:low_bins] / max(2 * acc.frames, 1)).sqrt().clamp_min(1e-8).float()
+    codec = SplitBandCodec(low_bins, MidCueCodec(mid, high_band_edges(low_bins)), low_rms)
     save_codec(codec, out_path)
     return codec
 
