@@ -27,6 +27,7 @@ import json
 import math
 import os
 import shutil
+from contextlib import nullcontext
 
 import numpy as np
 import soundfile as sf
@@ -266,7 +267,9 @@ class PackageStage(Stage):
                            "confidence": row.get("loc_confidence"), "centre_pull": row.get("loc_centre_pull")},
         }
 
-    def fingerprint(self, row: dict) -> str:
+    def fingerprint(self, row: dict, video: str | None = None) -> str:
+        """Identity of the sample's bytes. `video`: a local copy of a fetched source (digested by content,
+        so an s3:// or file:// run gives the fingerprints of a plain-path run)."""
         paths = self._paths(row["clip_id"], row)
         traj = _load_optional(paths["traj"], 3) if os.path.exists(paths["traj"]) else None
         audio_src = A.resolve(self.ctx.out, A.ingest_file(str(row.get("source_id") or row["clip_id"]), A.AUDIO))
@@ -274,13 +277,13 @@ class PackageStage(Stage):
             "version": self.version,
             "settings": {k: v for k, v in self.measure_settings().items() if k != "timeout_s"},
             "meta": self.metadata(row, traj),
-            "files": [content_digest(self._video_path(row)) if self.params.video != "none" else None,
+            "files": [content_digest(video or self._video_path(row)) if self.params.video != "none" else None,
                       content_digest(audio_src), *(content_digest(paths[k]) for k in ("binaural", "spatial", "traj"))],
         }), sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
     # -- staging ---------------------------------------------------------------------------------------
-    def stage_sample(self, row: dict, fingerprint: str) -> list[tuple[str, str]]:
+    def stage_sample(self, row: dict, fingerprint: str, video: str | None = None) -> list[tuple[str, str]]:
         """Members as staged files (cached: a matching staged.json means they are ready)."""
         paths = self._paths(row["clip_id"], row)
         folder = paths["staging"]
@@ -315,7 +318,7 @@ class PackageStage(Stage):
         video_mode = None
         if p.video != "none":
             start, duration = video_window(row, sr)
-            with local_media(self._video_path(row)) as src:
+            with local_media(video or self._video_path(row)) as src:
                 video_mode = cut_video(src, os.path.join(folder, "video.mp4"), start, duration, p)
             members.append(("mp4", "video.mp4"))
         meta["media"] = {"video": video_mode, "mp4_audio": p.mp4_audio if video_mode else None,
@@ -334,9 +337,10 @@ class PackageStage(Stage):
         check_key(key)  # ValueError: the row fails with the reason
         split = str(row.get("split") or self.params.default_split)
         check_split(split)
-        fingerprint = self.fingerprint(row)
         try:
-            self.stage_sample(row, fingerprint)
+            with (local_media(self._video_path(row)) if self.params.video != "none" else nullcontext()) as video:
+                fingerprint = self.fingerprint(row, video)  # one fetch of a remote source serves both
+                self.stage_sample(row, fingerprint, video)
         except BaseException:
             shutil.rmtree(self._paths(key)["staging"], ignore_errors=True)  # a failed clip leaves nothing
             raise

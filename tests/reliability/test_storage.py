@@ -26,7 +26,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # 4 clips, 2 chunks per stage, 2 shards
 SETTINGS = [item for item in CHEAP if not item.startswith(("run.stages", "run.chunk_size", "stages.shard.max_samples"))] + [
     "run.stages=[ingest, convert, package, shard]", "run.chunk_size=2", "stages.shard.max_samples_per_shard=2"]
-DATASET_FILES = ("index.parquet", "sizes.json")
 
 
 def build_in_process(manifest: str, media_root: str, out: str, **kwargs) -> dict:
@@ -53,7 +52,8 @@ def plain_run(media, tmp_path_factory):
     media, manifest = media
     build_in_process(manifest, media, str(root / "run"))
     expected = shard_bytes(str(root / "run"))
-    assert sorted(expected) == ["index.parquet", "sizes.json", "train-000000.tar", "train-000001.tar"]
+    assert sorted(expected) == ["index.parquet", "sizes.json", *(f"train-00000{k}.{ext}" for k in range(2)
+                                                                  for ext in ("parquet", "stats.json", "tar"))]
     return media, manifest, expected
 
 
@@ -132,8 +132,7 @@ def test_s3_media_and_out_killed_wiped_and_resumed_give_the_plain_run_bytes(plai
     # 3: the dataset on S3 is byte-identical to the plain run; no temporary key and no staging is left
     s3.invalidate_cache()
     keys = s3.find("runs/vgg")
-    got = {os.path.basename(k): s3.cat_file(k) for k in keys
-           if k.startswith("runs/vgg/shards/") and (k.endswith(".tar") or k.endswith(DATASET_FILES))}
+    got = {os.path.basename(k): s3.cat_file(k) for k in keys if k.startswith("runs/vgg/shards/")}
     assert got == expected
     assert not [k for k in keys if ".tmp-" in k], keys
     assert not [k for k in keys if k.startswith("runs/vgg/work/package/")]  # released once sharded
@@ -149,8 +148,7 @@ def test_s3_media_and_out_killed_wiped_and_resumed_give_the_plain_run_bytes(plai
     assert again["stages"]["shard"]["state"].startswith("ran 2/2 chunks")
     assert not [f for _, _, files in os.walk(tmp_path / "stage3") for f in files if f.endswith(".tar")]
     s3.invalidate_cache()
-    assert {os.path.basename(k): s3.cat_file(k) for k in s3.find("runs/vgg/shards")
-            if k.endswith(".tar") or k.endswith(DATASET_FILES)} == expected
+    assert {os.path.basename(k): s3.cat_file(k) for k in s3.find("runs/vgg/shards")} == expected
     assert not [k for k in s3.find("runs/vgg") if ".tmp-" in k]
 
     # 5: readers list the shards from sizes.json on S3 and stream them
