@@ -41,7 +41,7 @@ endif
 
 test:
 	@scripts/setup_env.sh --test
-	$(PYTHON_BIN) -m pytest -q --durations=15
+	$(PYTHON_BIN) -m pytest -q --durations=40
 
 bench: env
 	$(PYTHON_BIN) -m benchmarks

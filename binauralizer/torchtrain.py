@@ -102,6 +102,42 @@ def init_distributed(device: torch.device) -> tuple[int, int]:
     return dist_info()
 
 
+class ProgressFile:
+    """Rank 0's progress, relayed to the driver through a file in the (shared) run folder.
+
+    Ray Train workers log to Ray's worker logs, which neither the console nor build.log see. Rank 0
+    calls an instance like a progress callback; it appends one JSON line per call. The driver tails
+    the file (`relay`) and feeds the lines to its own progress callback, so a multi-node training
+    shows its steps, loss and ETA where a local one does.
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __call__(self, done: int, total: int, unit: str, **values) -> None:
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps({"done": int(done), "total": int(total), "unit": unit, **values}) + "\n")
+
+    def relay(self, progress: Callable[..., None], stop) -> None:
+        """Until `stop` (a threading.Event) is set, then once more: pass new complete lines on."""
+        offset = 0
+        while True:
+            finished = stop.wait(0.5)
+            try:
+                with open(self.path) as fh:
+                    fh.seek(offset)
+                    chunk = fh.read()
+            except FileNotFoundError:
+                chunk = ""
+            complete = chunk[: chunk.rfind("\n") + 1]
+            offset += len(complete.encode())
+            for line in complete.splitlines():
+                item = json.loads(line)
+                progress(item.pop("done"), item.pop("total"), item.pop("unit"), **item)
+            if finished:
+                return
+
+
 def _ray_worker(loop_config: dict) -> None:
     import ray.train
     import ray.train.torch

@@ -218,6 +218,8 @@ class ShardWriter:
         max_shard_bytes: int = GiB,
         max_samples_per_shard: int = 10000,
         progress: Callable[[str, int, int], None] | None = None,
+        committed: Callable[[list[str]], None] | None = None,
+        stored_size: Callable[[str], int | None] | None = None,
     ):
         if max_shard_bytes < RECORD or max_samples_per_shard < 1:
             raise ValueError("max_shard_bytes must be >= 10240 and max_samples_per_shard >= 1")
@@ -225,6 +227,11 @@ class ShardWriter:
         self.max_shard_bytes = int(max_shard_bytes)
         self.max_samples = int(max_samples_per_shard)
         self.progress = progress  # called (shard name, samples written, samples planned)
+        # called with the paths of each completed shard (tar, parquet, stats.json: the marker last) and
+        # then with the dataset files: how an object-store OUT gets each unit once it is whole
+        self.committed = committed
+        # size of a complete tar kept elsewhere (an object-store OUT) when it is not on local disk
+        self.stored_size = stored_size
 
     # -- what earlier runs completed -------------------------------------------------------------
     def _path(self, name: str, ext: str) -> str:
@@ -258,10 +265,13 @@ class ShardWriter:
         expected = [(k, fingerprints[k], s) for k, s in zip(plan.keys, plan.sizes)]
         found = [(s.get("key"), s.get("fingerprint"), s.get("size")) for s in samples]
         tar = self._path(plan.name, "tar")
+        if os.path.exists(tar):
+            size = os.path.getsize(tar)
+        else:
+            size = self.stored_size(tar) if self.stored_size is not None else None
         return (
             found == expected
-            and os.path.exists(tar)
-            and os.path.getsize(tar) == stats.get("bytes") == plan.tar_bytes
+            and size == stats.get("bytes") == plan.tar_bytes
             and os.path.exists(self._path(plan.name, "parquet"))
         )
 
@@ -292,11 +302,15 @@ class ShardWriter:
             else:
                 self._write_shard(plan, by_key)
                 result.written.append(plan.name)
+                if self.committed is not None:
+                    self.committed([self._path(plan.name, ext) for ext in ("tar", "parquet", "stats.json")])
             for position, key in enumerate(plan.keys):
                 result.location[key] = (f"{plan.name}.tar", position)
                 if by_key[key].release is not None:
                     by_key[key].release()
         self._write_dataset_files(plans)
+        if self.committed is not None:
+            self.committed([os.path.join(self.shard_dir, "index.parquet"), os.path.join(self.shard_dir, "sizes.json")])
         return result
 
     def _remove_stale(self, planned: set[str]) -> list[str]:

@@ -52,6 +52,11 @@ Resume by running the same command again:
 
 # A full disk (or quota, or file-size limit) is not bad input: the build stops, keeps what is finished.
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+# An object store that stops answering mid-build (network, expired credentials): same promise as a full disk.
+STORAGE_MESSAGE = """error: {error}
+The build stopped. What OUT already shows is whole (every file goes to a temporary key first, completion
+markers last) and the local stage directory keeps the rest. Fix the cause, then run the same command
+again: it resumes from what OUT holds."""
 DISK_FULL_MESSAGE = """error: the disk is full: {error}
 The build stopped. Nothing finished is lost and no partial file is left visible (shards, manifests and
 markers are written to temporary names and renamed only when complete). Free space on the volume of
@@ -75,8 +80,13 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--input", required=True,
                    help="VGGSound CSV (youtube_id,start_seconds,label,split) or a CSV/JSONL/Parquet manifest "
                         "with clip_id and video columns")
-    b.add_argument("--media-root", default="", help="folder that relative video paths are resolved against")
-    b.add_argument("--out", required=True, help="run folder (created; reused to resume)")
+    b.add_argument("--media-root", default="", help="folder (or fsspec URL, e.g. s3://bucket/media) that relative "
+                   "video paths are resolved against")
+    b.add_argument("--out", required=True, help="run folder (created; reused to resume): a path, or an fsspec URL "
+                   "such as s3://bucket/runs/vgg (credentials from the usual AWS_* variables or fsspec config)")
+    b.add_argument("--stage-dir", default="", metavar="DIR",
+                   help="with a URL --out: the local folder the run is built in and committed from "
+                        "(default: <system temp>/binauralize-stage/<digest of the URL>; pulled back from OUT if empty)")
     b.add_argument("--executor", choices=["ray", "local"], default=None,
                    help="ray (default from config: tasks and actor pools; RAY_ADDRESS joins a cluster) or "
                         "local (in-process, for debugging)")
@@ -155,6 +165,7 @@ def _build(args, argv: list[str] | None = None) -> int:
     from pipeline.lock import RunLockedError
     from pipeline.funnel import format_funnel
     from pipeline.runner import BuildRequest, build
+    from pipeline.storage import StorageError
     from stages.base import ConfigError
 
     try:
@@ -162,7 +173,7 @@ def _build(args, argv: list[str] | None = None) -> int:
         request = BuildRequest(
             config=config, input=args.input, out=args.out, media_root=args.media_root,
             executor=args.executor, from_stage=args.from_stage, only=args.only, force=args.force,
-            retry_failed=args.retry_failed, progress=not args.no_progress,
+            retry_failed=args.retry_failed, progress=not args.no_progress, stage_dir=args.stage_dir,
         )
         stats = build(request)
     except (ConfigError, ManifestError, ValueError) as exc:
@@ -171,6 +182,9 @@ def _build(args, argv: list[str] | None = None) -> int:
     except RunLockedError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
+    except StorageError as exc:
+        print(STORAGE_MESSAGE.format(error=exc), file=sys.stderr)
+        return 5
     except OSError as exc:
         if exc.errno not in DISK_FULL:
             raise
@@ -182,8 +196,15 @@ def _build(args, argv: list[str] | None = None) -> int:
         return 130
     print()
     print(format_funnel(stats))
-    print(f"\nrun folder: {os.path.abspath(args.out)}  ({_prog()} status --out {args.out})")
+    from pipeline.storage import is_remote, local_path
+
+    if is_remote(args.out):  # built in a local stage, committed to OUT
+        print(f"\nrun folder: {args.out}  ({_prog()} status --out {args.out}; shards/, report/index.html and "
+              "README.md under it when built)")
+        return 0
+    out = local_path(args.out)
+    print(f"\nrun folder: {out}  ({_prog()} status --out {args.out})")
     for label, rel in (("report", "report/index.html"), ("dataset card", "README.md"), ("shards", "shards")):
-        if os.path.exists(os.path.join(args.out, rel)):
-            print(f"{label}: {os.path.join(os.path.abspath(args.out), rel)}")
+        if os.path.exists(os.path.join(out, rel)):
+            print(f"{label}: {os.path.join(out, rel)}")
     return 0

@@ -27,6 +27,7 @@ from pipeline.fingerprint import digest, row_key, stage_fingerprints
 from pipeline import logs
 from pipeline.funnel import format_funnel, stage_counts
 from pipeline.lock import RunLock
+from pipeline.storage import RemoteRun, check_media_root, is_remote, local_path
 from stages import stage_class
 from stages.base import DROPPED, FAILED, KEPT, ConfigError, RunContext, closest
 
@@ -45,6 +46,7 @@ class BuildRequest:
     force: bool = False
     retry_failed: bool = False
     progress: bool = True
+    stage_dir: str = ""  # the local copy of an object-store OUT (pipeline/storage.py)
 
 
 @dataclass
@@ -65,7 +67,9 @@ class Runner:
     def __init__(self, request: BuildRequest):
         self.req = request
         self.config = request.config
-        self.out = os.path.abspath(request.out)
+        # An object-store OUT is built in a local stage directory and committed unit by unit.
+        self.remote = RemoteRun(request.out, request.stage_dir) if is_remote(request.out) else None
+        self.out = self.remote.stage if self.remote else local_path(request.out)
         self.ctx = RunContext(
             out=self.out,
             media_root=normalise_root(request.media_root),
@@ -84,18 +88,31 @@ class Runner:
             if value is not None and value not in names:
                 raise ConfigError(f"{flag} {value}: not a stage of this run{closest(value, names)}; "
                                   f"stages: {names}")
+        if self.req.stage_dir and not self.remote:
+            raise ConfigError(f"--stage-dir applies to a URL --out (s3://…) only; --out {self.req.out} is a local "
+                              "folder the run is written to directly: drop --stage-dir")
         check_paths(self.req.input, self.ctx.media_root, self.out)
+        if is_remote(self.ctx.media_root):
+            check_media_root(self.ctx.media_root)
+        if self.remote:
+            self.remote.check()
         preflight = self._preflight()
         self.ctx.extra["preflight"] = preflight  # workers use the driver's resolution, not their own
         manifest = read_input(self.req.input, self.ctx.media_root, self.config.run.allow_media_outside_root)
         plans = self._plan(names, preflight)
         chunks = self._chunks(manifest)
+        if self.remote:  # OUT is the truth: the stage starts from what OUT holds
+            os.makedirs(self.out, exist_ok=True)
+            with RunLock(self.out):
+                self.remote.pull()
         fresh = self._check_identity(manifest)
         self._check_selection(plans, chunks, fresh)
         os.makedirs(self.out, exist_ok=True)  # nothing is written before every check above has passed
         with RunLock(self.out):
             if fresh:
                 clear_run_folder(self.out)
+                if self.remote:
+                    self.remote.clear(RUN_FOLDER_ENTRIES)
             self._bars = logs.bars_wanted(self.req.progress)
             logs.configure(self.out, bars=self._bars)
             self._n_chunks = len(chunks)
@@ -107,6 +124,7 @@ class Runner:
                 raise
             finally:
                 logs.close_build_log()
+                self._commit_logs()
 
     def _build_locked(self, plans: list[StagePlan], manifest: InputManifest, preflight: dict,
                       chunks: list[list[dict]]) -> dict:
@@ -115,6 +133,7 @@ class Runner:
                  len(manifest.rejected), [p.name for p in plans], self.req.executor or self.config.executor.name)
         self._write_run_header(manifest, chunks)
         atomic_write_json(os.path.join(self.out, "preflight.json"), preflight)
+        self._commit("config.yaml", "manifests/_input", "preflight.json", "input.json")
         try:
             for index, plan in enumerate(plans):
                 counter = f"stage {index + 1} of {len(plans)}: {plan.name}"
@@ -136,6 +155,7 @@ class Runner:
                 self._executor.close()
         stats = self._write_stats(plans, manifest, preflight, time.time() - started)
         self._publish(plans)
+        self._commit("report", "README.md", "stats.json")
         log.info("funnel:\n%s", format_funnel(stats), extra={"console": False})  # the CLI prints it itself
         log.info("build finished in %s: %s", logs.duration(time.time() - started), funnel_line(stats))
         return stats
@@ -349,12 +369,15 @@ class Runner:
             bar.update_to(done, total, **values)
 
         plan.stage.progress = progress
+        plan.stage.commit = StageCommit(self) if self.remote else None
         try:
             measured = plan.stage.run_global(flat)
         finally:
             plan.stage.progress = None
+            plan.stage.commit = None
             if bar is not None:
                 bar.close()
+        self._commit(f"work/{plan.name}")  # a global stage's own files (the U-Net and its checkpoints)
         plan.measured = len(flat)
         position = 0
         for k in sorted(entries):
@@ -388,6 +411,34 @@ class Runner:
         if workers:  # host:pid of the processes that measured this chunk (auditing a cluster run)
             marker["workers"] = sorted(workers)
         atomic_write_json(self._marker_path(plan.name, k), marker)
+        if self.remote:
+            self._commit(*self._chunk_files(plan, k, out_rows, cache and bool(good)), self._marker_path(plan.name, k))
+
+    def _chunk_files(self, plan: StagePlan, k: int, out_rows: list[dict], cached: bool) -> list[str]:
+        """What a finished (stage, chunk) wrote, its marker excluded: the manifest, the measurement
+        cache, and the clips' work folders (work/<stage>/<clip>, ingest's work/ingest/<source>)."""
+        files = [self._manifest_path(plan.name, k)] + ([self._cache_path(plan, k)] if cached else [])
+        folders = set()
+        for row in out_rows:
+            clip = str(row.get("clip_id"))
+            folders.add(os.path.join(self.out, "work", plan.name, clip))
+            if plan.name == "ingest":
+                folders.add(os.path.join(self.out, "work", "ingest", str(row.get("source_id") or clip)))
+        return files + sorted(f for f in folders if os.path.isdir(f))
+
+    # -- object-store OUT ---------------------------------------------------------------------------
+    def _commit(self, *paths: str) -> None:
+        """Upload finished files of the stage to an object-store OUT, in order (markers last)."""
+        if self.remote:
+            self.remote.commit([p if os.path.isabs(p) else os.path.join(self.out, p) for p in paths])
+
+
+    def _commit_logs(self) -> None:
+        if self.remote:
+            try:
+                self._commit("logs")
+            except Exception as exc:  # noqa: BLE001 - never hide the build's own error behind the log upload
+                log.warning("could not upload logs/ to %s: %s", self.remote.url, exc)
 
     def _store_cache(self, plan: StagePlan, k: int, good: list[dict]) -> None:
         """Add this chunk's measurements to what the cache already holds (never drop earlier ones:
@@ -449,6 +500,23 @@ class Runner:
             stats["stages"][plan.name] = {**counts, "wall_s": None if wall_s is None else round(wall_s, 3), "state": plan.state}
         atomic_write_json(path, stats, sort_keys=False)  # stages in pipeline order
         return stats
+
+
+class StageCommit:
+    """A global stage's hook on an object-store OUT (Stage.commit)."""
+
+    def __init__(self, runner: Runner):
+        self.runner = runner
+
+    def __call__(self, paths: list[str], prune: list[str] = ()) -> None:
+        """Commit these files (in order, markers last), then delete objects under the `prune` folders of
+        OUT whose local files are gone (stale shards, released staging)."""
+        self.runner._commit(*paths)
+        for rel in prune:
+            self.runner.remote.prune(rel)
+
+    def stored_size(self, path: str) -> int | None:
+        return self.runner.remote.stored_size(path)
 
 
 def input_digest(manifest: InputManifest, media_root: str) -> str:

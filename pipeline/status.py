@@ -21,7 +21,30 @@ from stages.base import RunContext
 
 
 def run_status(out: str) -> dict:
-    out = os.path.abspath(out)
+    from pipeline.storage import RemoteRun, is_remote, local_path
+
+    if is_remote(out):  # an object-store OUT: its small files, read from a temporary copy
+        import tempfile
+
+        from pipeline.storage import describe_error
+        from stages.base import ConfigError
+
+        try:
+            remote = RemoteRun(out)
+        except ConfigError as exc:  # a missing backend: not a config.yaml problem
+            raise FileNotFoundError(str(exc)) from None
+        with tempfile.TemporaryDirectory(prefix="binauralize-status-") as copy:
+            try:
+                remote.snapshot(copy)
+            except Exception as exc:  # noqa: BLE001 - credentials, endpoint, bucket: said by name
+                raise FileNotFoundError(describe_error(exc, remote.url)) from None
+            if not os.path.exists(os.path.join(copy, "config.yaml")):
+                raise FileNotFoundError(f"{remote.url} is not a run folder (no config.yaml / input.json): run `build` first")
+            report = run_status(copy)
+        report["out"] = remote.url
+        report["running"] = None  # the build's lock lives in its stage directory, on the machine running it
+        return report
+    out = local_path(out)
     holder = lock_holder(out)
     config_path, input_path = os.path.join(out, "config.yaml"), os.path.join(out, "input.json")
     if not os.path.exists(config_path) or not os.path.exists(input_path):

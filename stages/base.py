@@ -166,6 +166,10 @@ class Stage:
     kind: ClassVar[str] = "task"
     # Set by the runner while a global stage runs: progress(done, total, unit, **values), e.g. training steps.
     progress: Any = None
+    # Set by the runner while a global stage runs on an object-store OUT: commit(paths, prune=()) uploads
+    # finished files in order (markers last) and prunes OUT folders; commit.stored_size(path) is the size
+    # of a complete shard tar OUT holds but the stage did not download (pipeline/storage.py); else None.
+    commit: Any = None
 
     def __init__(self, params: Params, ctx: "RunContext"):
         self.params = params

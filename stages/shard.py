@@ -58,7 +58,9 @@ class ShardStage(Stage):
         counts: dict[str, int] = {}
         for row in rows:
             counts[str(row["clip_id"])] = counts.get(str(row["clip_id"]), 0) + 1
-        writer = ShardWriter(A.resolve(self.ctx.out, "shards"), p.max_shard_bytes, p.max_samples_per_shard)
+        commit = self.commit  # set by the runner for an object-store OUT
+        writer = ShardWriter(A.resolve(self.ctx.out, "shards"), p.max_shard_bytes, p.max_samples_per_shard,
+                             committed=commit, stored_size=getattr(commit, "stored_size", None))
         done = writer.completed_samples()
         entries = []
         for i, row in enumerate(rows):
@@ -79,6 +81,8 @@ class ShardStage(Stage):
             entries.append(Entry(key, str(row["sample_split"]), str(row["package_fingerprint"]),
                                  build=(lambda r=row: self._members(r)), release=release))
         result = writer.write(entries)
+        if commit is not None:  # shards the plan dropped and staging released once its shard was whole
+            commit([], prune=["shards", A.WORK + "/package"])
         for i, row in enumerate(rows):
             if not out[i]:
                 shard, position = result.location[str(row["clip_id"])]

@@ -147,10 +147,10 @@ class TrainUNetStage(Stage):
         cfg = train_config(p, self.ctx.seed, self.ctx.spatial, rows_digest(usable, self.reads))
         if p.ddp_workers > 1 or p.num_gpus > 0:
             logging.getLogger(__name__).info(
-                "train_unet: %d steps over %d Ray Train workers; step and loss lines are rank 0's (Ray worker "
-                "logs), the loss curve is written at each checkpoint", cfg.steps, int(p.num_gpus or p.ddp_workers))
+                "train_unet: %d steps over %d Ray Train workers; rank 0's steps and loss are relayed here "
+                "through %s/progress.jsonl", cfg.steps, int(p.num_gpus or p.ddp_workers), out_dir)
             train_with_ray(cfg, functools.partial(_pool_for_worker, self.ctx, usable, lazy), out_dir,
-                           num_workers=p.ddp_workers, use_gpu=p.num_gpus > 0)
+                           num_workers=p.ddp_workers, use_gpu=p.num_gpus > 0, progress=self.progress)
         else:
             train(cfg, pool, out_dir, progress=self.progress)
         return [{"_error": f"train_unet: unreadable clip: {bad[r['clip_id']]}"} if r.get("clip_id") in bad else {}

@@ -283,24 +283,45 @@ def _save_checkpoint(out_dir, fp, model, opt, step, history, cfg) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+PROGRESS_FILE = "progress.jsonl"
+
+
 def _ray_train(config: dict, pool_factory: Callable[[], list], out_dir: str, device=None) -> dict:
     """One Ray Train worker (torchtrain.launch_ray has set up the process group)."""
     cfg = TrainConfig(**{**config, "frame_size": tuple(config["frame_size"])})
     rank, world_size = torchtrain.dist_info()
-    return train(cfg, pool_factory(), out_dir, device=device, rank=rank, world_size=world_size)
+    relay = torchtrain.ProgressFile(os.path.join(out_dir, PROGRESS_FILE)) if rank == 0 else None
+    return train(cfg, pool_factory(), out_dir, device=device, rank=rank, world_size=world_size, progress=relay)
 
 
 def train_with_ray(cfg: TrainConfig, pool_factory: Callable[[], list], out_dir: str, num_workers: int,
-                   use_gpu: bool, storage_path: str | None = None) -> dict:
+                   use_gpu: bool, storage_path: str | None = None,
+                   progress: Callable[..., None] | None = None) -> dict:
     """Data-parallel training over `num_workers` Ray Train workers (one GPU each when use_gpu).
 
     `pool_factory` is a picklable callable each worker calls to load its source pool (clips are
     read where the worker runs, not shipped through the driver). `out_dir` must be visible to
     every worker (the run folder on shared storage); rank 0 writes checkpoints and the model.
+    `progress` gets rank 0's steps on the driver, relayed through `out_dir/progress.jsonl`.
     """
+    import threading
+
     out_dir = os.path.abspath(out_dir)
-    torchtrain.launch_ray(_ray_train, (_jsonable(cfg), pool_factory, out_dir), {}, num_workers=num_workers,
-                          use_gpu=use_gpu, name=f"train_unet_{cfg.fingerprint()}",
-                          storage_path=storage_path or os.path.join(out_dir, "ray_results"))
+    os.makedirs(out_dir, exist_ok=True)
+    relay = torchtrain.ProgressFile(os.path.join(out_dir, PROGRESS_FILE))
+    if os.path.exists(relay.path):
+        os.remove(relay.path)  # a previous launch's lines
+    stop = threading.Event()
+    tail = threading.Thread(target=relay.relay, args=(progress, stop), daemon=True) if progress else None
+    if tail:
+        tail.start()
+    try:
+        torchtrain.launch_ray(_ray_train, (_jsonable(cfg), pool_factory, out_dir), {}, num_workers=num_workers,
+                              use_gpu=use_gpu, name=f"train_unet_{cfg.fingerprint()}",
+                              storage_path=storage_path or os.path.join(out_dir, "ray_results"))
+    finally:
+        stop.set()
+        if tail:
+            tail.join()
     with open(os.path.join(out_dir, "train_summary.json")) as fh:  # written by rank 0
         return json.load(fh)

@@ -1,5 +1,6 @@
 """Conversion: sliding windows, one shared gain, determinism, and the honest evaluation."""
 
+import dataclasses
 
 import numpy as np
 
@@ -20,14 +21,17 @@ from binauralizer.pseudobinaural.conversion import (
 from binauralizer.hrir import load_hrirs
 from binauralizer.testing import synthetic_pool
 from binauralizer.testing import tiny_model_path
+from binauralizer.pseudobinaural.training import TINY
 
 
 @pytest.fixture(scope="module")
-def tiny_model():
-    """The tiny configuration trained once per machine (cached on disk, keyed by the code)."""
+def tiny_model(tmp_path_factory):
+    """The tiny architecture after a few steps: these tests check the converter's arithmetic
+    (windows, gain, determinism, L + R), which holds for any weights but needs a trained file."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield tiny_model_path()
+    cfg = dataclasses.replace(TINY, steps=6, checkpoint_every=6)
+    yield tiny_model_path(str(tmp_path_factory.mktemp("tiny-unet")), cfg=cfg, pool_size=4)
     torch.set_num_threads(before)
 
 

@@ -38,6 +38,13 @@ def _history(out_dir):
         return json.load(fh)["history"]
 
 
+def _logged_steps(out_dir) -> int:
+    try:
+        return len(_history(out_dir))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return 0
+
+
 def test_batches_are_a_function_of_step_and_split_over_ranks():
     assert batch_indices(3, 4) == [12, 13, 14, 15]
     assert sorted(batch_indices(3, 4, 0, 2) + batch_indices(3, 4, 1, 2)) == [12, 13, 14, 15]
@@ -49,9 +56,10 @@ def test_resume_after_sigkill_continues_the_same_loss_curve(tmp_path):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     proc_a = _run(script, straight)
     proc_b = _run(script, killed)
-    step4 = os.path.join(killed, "checkpoints", f"{MICRO.fingerprint()}_step{4:08d}.pt")
+    # the loss curve is written right after each checkpoint: wait for both, so a loaded machine
+    # cannot kill between the step-4 checkpoint and its loss-curve update
     deadline = time.time() + 300
-    while not os.path.exists(step4) and time.time() < deadline and proc_b.poll() is None:
+    while time.time() < deadline and proc_b.poll() is None and not _logged_steps(killed) >= 4:
         time.sleep(0.02)
     assert proc_b.poll() is None, "training finished before it could be killed"
     proc_b.send_signal(signal.SIGKILL)
@@ -86,8 +94,10 @@ def test_two_ray_train_workers_with_gloo_ddp_match_one_process(tmp_path):
     if started:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
+        relayed = []
         summary = training.train_with_ray(cfg, functools.partial(synthetic_pool, 4, 0, 1.0), str(tmp_path / "ddp"),
-                                          num_workers=2, use_gpu=False)
+                                          num_workers=2, use_gpu=False,
+                                          progress=lambda done, total, unit, **v: relayed.append((done, total, unit, v["loss"])))
     finally:
         if started:
             ray.shutdown()
@@ -95,6 +105,9 @@ def test_two_ray_train_workers_with_gloo_ddp_match_one_process(tmp_path):
     single, ddp = _history(tmp_path / "single"), _history(tmp_path / "ddp")
     # the same global batch split over two ranks, gradients averaged: the same losses up to rounding
     assert np.allclose([h["total"] for h in ddp], [h["total"] for h in single], rtol=1e-4)
+    # rank 0's steps reach the driver's progress callback (and so the console and build.log)
+    assert [(d, t, u) for d, t, u, _ in relayed] == [(1, 3, "step"), (2, 3, "step"), (3, 3, "step")]
+    assert [loss for *_, loss in relayed] == [h["total"] for h in ddp]
 
 
 def test_progress_reports_every_step_with_its_loss(tmp_path, one_torch_thread):

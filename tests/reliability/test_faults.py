@@ -53,12 +53,12 @@ def test_killer_clip_bounded_attempts_and_hanging_clip_times_out(tmp_path):
 
 # -- SIGKILLs: workers (from outside, while their stage runs) and the driver (at exact points) --------
 
-N_CLIPS = 12
+N_CLIPS = 8
 STAGES = ["ingest", "duration", "silence", "convert", "package", "shard"]
 CHEAP = [f"run.stages={STAGES}", "run.chunk_size=1", "executor.num_cpus=2", "stages.ingest.fps=4",
          "stages.ingest.short_side=32", "stages.duration.min_seconds=0.5", "stages.duration.window_seconds=1.0",
          "stages.convert.mode=mono", "stages.convert.batch_size=2", "stages.package.video=encode",
-         "stages.package.video_threads=1", "stages.shard.max_samples_per_shard=3"]
+         "stages.package.video_threads=1", "stages.shard.max_samples_per_shard=2"]
 MEMBERS_PER_SAMPLE = 6  # mp4, flac, mono.flac, json, spatial.npy, traj.npy
 
 
@@ -118,7 +118,7 @@ def reference_run(tmp_path_factory):
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     expected = shard_bytes(str(root / "run"))
-    assert sum(name.endswith(".tar") for name in expected) == 4  # 12 samples, 3 per shard
+    assert sum(name.endswith(".tar") for name in expected) == 4  # 8 samples, 2 per shard
     return media, manifest, expected
 
 
@@ -167,7 +167,7 @@ def test_sigkills_of_workers_and_driver_then_rerun_give_identical_shards(tmp_pat
             kills.append("package")
         return len(kills) == 2
 
-    code, killed, err = run_killed(build_cmd(manifest, media, out, kill_at=f"tar:{4 * MEMBERS_PER_SAMPLE + 2}"), kill_both)
+    code, killed, err = run_killed(build_cmd(manifest, media, out, kill_at=f"tar:{3 * MEMBERS_PER_SAMPLE + 2}"), kill_both)
     assert code == -signal.SIGKILL and kills == ["convert", "package"], (code, kills, err)
     shards = sorted(os.listdir(os.path.join(out, "shards")))
     assert [s for s in shards if s.endswith(".tar") and not s.startswith(".tmp-")] == ["train-000000.tar"]
