@@ -48,7 +48,7 @@ bench: env
 
 train: env
 	@test -f $(OUT)/shards/sizes.json || $(MAKE) build-dataset OUT=$(OUT)
-	$(PYTHON_BIN) -m trainer codec --shards $(OUT)/shards --out $(TRAIN_OUT)/codec.pt --eval-clips 4
+	$(PYTHON_BIN) -m trainer codec --shards $(OUT)/shards --out $(TRAIN_OUT)/codec.pt --eval-clips 2
 	$(PYTHON_BIN) -m trainer featurize --shards $(OUT)/shards --codec $(TRAIN_OUT)/codec.pt --out $(OUT)/features
 	$(PYTHON_BIN) -m trainer train --data $(OUT)/features --config $(TRAIN_CONFIG) --out $(TRAIN_OUT)/$(TRAIN_CONFIG) $(TRAIN_ARGS)
 

@@ -2,7 +2,7 @@
 
 On a synthetic dataset in the shard contract (10 s clips, MIT KEMAR at +-60 deg, a 64x64 video
 each): the codec's round trip (reference_errors against the clip, per-channel Griffin-Lim
-beside it); the raw-mode encoding rate (`featurize`: codec, MobileNetV2 at 8 fps, frame
+beside it; targets |dITD| <= 20 us and |dILD| <= 1 dB on every clip); the raw-mode encoding rate (`featurize`: codec, MobileNetV2 at 8 fps, frame
 differences, MiniLM); the loader's samples/s from the feature shards (one DataLoader worker,
 tiny's crops) against the `tiny` model's training samples/s, measured one after the other in
 this process (the loader must be at least 3x faster so it never starves training); parameter
@@ -75,11 +75,15 @@ def run() -> dict:
         "codec": f"{codec.kind}, {codec.dim} dims per ear at {codec.rate:g}/s",
         "codec_fit_s": fit_s,
         "codec_d_itd_us": rt["codec_d_itd_us"], "codec_d_ild_db": rt["codec_d_ild_db"],
-        "codec_d_ipd_rad": rt["codec_d_ipd_rad"],
+        "codec_d_ipd_rad": rt["codec_d_ipd_rad"], "codec_max_d_ild_db": rt["max_codec_d_ild_db"],
+        "codec_max_d_itd_us": rt["max_codec_d_itd_us"], "codec_snr_db": rt["codec_snr_db"],
+        "codec_d_itd_below_1500hz_us": rt["codec_d_itd_lf_us"], "codec_max_d_itd_below_1500hz_us": rt["max_codec_d_itd_lf_us"],
+        "griffin_lim_d_itd_below_1500hz_us": rt["griffin_lim_d_itd_lf_us"],
+        "codec_meets_targets_itd20us_ild1db": rt["passes"],
         "griffin_lim_d_itd_us": rt["griffin_lim_d_itd_us"], "griffin_lim_d_ild_db": rt["griffin_lim_d_ild_db"],
         "griffin_lim_d_ipd_rad": rt["griffin_lim_d_ipd_rad"],
         "raw_encoding_clips_per_s": feats["samples"] / encode_s,
-        "feature_bytes_per_clip_max": feats["bytes_per_clip"]["max"],
+        "feature_bytes_per_clip_max": feats["bytes_per_clip"]["max"], "feature_bytes_limit": feats["bytes_per_clip"]["limit"],
         "loader_samples_per_s": loader,
         "tiny_train_samples_per_s": training,
         "loader_over_training": loader / training if training else float("nan"),

@@ -5,7 +5,7 @@ Typical run on a dataset built by `make build-dataset` (OUT = runs/sample):
     python -m trainer codec     --shards OUT/shards --out OUT/trainer/codec.pt
     python -m trainer featurize --shards OUT/shards --codec OUT/trainer/codec.pt --out OUT/features
     python -m trainer train     --data OUT/features --config tiny --out OUT/trainer/tiny
-    python -m trainer sample    --ckpt OUT/trainer/tiny/checkpoints/<id>_step00000300.pt --video V.mp4 --out gen/v
+    python -m trainer sample    --ckpt OUT/trainer/tiny/checkpoints/<id>_step00000200.pt --video V.mp4 --out gen/v
     python -m trainer eval      --ckpt ... --data OUT/features --split test
 """
 
@@ -35,7 +35,7 @@ def _overrides(pairs: list[str]) -> dict:
 def cmd_codec(args) -> int:
     from trainer import roundtrip
 
-    report = roundtrip.run(args.shards, args.out, args.mid_dim, args.max_clips, args.eval_clips)
+    report = roundtrip.run(args.shards, args.out, args.high_dim, args.max_clips, args.eval_clips)
     print(roundtrip.table(report))
     print(f"codec: {args.out} (latent dim {report['codec']['dim']} per ear at {report['codec']['rate']:g}/s); "
           f"report: {args.out.removesuffix('.pt')}.roundtrip.json")
@@ -47,7 +47,7 @@ def cmd_featurize(args) -> int:
 
     summary = features.featurize(args.shards, args.out, args.codec, executor=args.executor, num_gpus=args.num_gpus,
                                  num_actors=args.num_actors, visual_size=args.visual_size,
-                                 max_shard_bytes=args.max_shard_bytes,
+                                 max_shard_bytes=args.max_shard_bytes, clip=args.clip, synchformer=args.synchformer,
                                  progress=lambda url: log.info("encoded %s", url))
     print(json.dumps(summary, indent=1))
     return 0
@@ -102,13 +102,15 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     c = sub.add_parser("codec", help="fit the offline codec on a dataset; report its round trip",
-                       description="Fit the mid + interaural-cue codec (MDCT-PCA mid, per-band complex ear/mid "
-                       "ratios; keeps ITD and IPD) on the train split of OUT/shards and report the round trip "
+                       description="Fit the split-band codec (each ear's exact MDCT below 4 kHz; above, "
+                       "the mid's MDCT-PCA and each ear's per-band complex ratio to it; keeps ITD and IPD) on the train split of OUT/shards and report the round trip "
                        "(reference_errors: |dITD|, |dILD|) beside per-channel Griffin-Lim. MMAudio's VAE + BigVGAN, "
                        "when you have the files, are used with --codec mmaudio:VAE,VOCODER in featurize/train.")
     c.add_argument("--shards", required=True, help="dataset shard folder or URL (OUT/shards; has sizes.json)")
     c.add_argument("--out", required=True, help="codec file to write (e.g. OUT/trainer/codec.pt)")
-    c.add_argument("--mid-dim", type=int, default=144, help="PCA dimensions of the mid signal (default 144)")
+    c.add_argument("--high-dim", type=int, default=32,
+                   help="PCA dimensions of the mid above 4 kHz (default 32: 320 latent dims per ear, which keeps a "
+                   "10 s clip's features under 0.5 MB)")
     c.add_argument("--max-clips", type=int, default=None, help="fit on at most this many clips")
     c.add_argument("--eval-clips", type=int, default=8, help="clips of the test split to measure (default 8)")
     c.set_defaults(fn=cmd_codec)
@@ -127,6 +129,12 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--num-actors", type=int, default=1)
     f.add_argument("--visual-size", type=int, default=112, help="frame size for the visual encoder (default 112)")
     f.add_argument("--max-shard-bytes", type=int, default=1 << 30)
+    f.add_argument("--clip", default=None, metavar="ARCH:PATH",
+                   help="the paper's visual encoder: an open_clip model name and a local state dict (e.g. "
+                   "ViT-B-16:/models/clip.bin; needs open_clip_torch); default: MobileNetV2 (offline)")
+    f.add_argument("--synchformer", default=None, metavar="PATH",
+                   help="the paper's sync encoder: MMAudio's synchformer_state_dict.pth (needs the mmaudio package); "
+                   "default: frame differences (offline)")
     f.set_defaults(fn=cmd_featurize)
 
     t = sub.add_parser("train", help="train SpatialV2A (resumes the newest matching checkpoint)",

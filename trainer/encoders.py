@@ -7,6 +7,9 @@
   the onsets Synchformer would give, without weights.
 - text: MiniLM sentence embedding (384-d) of `caption`, never `spatial_caption` (space must come
   from the spatial condition, or mirroring it could not move the sound).
+
+The paper's CLIP and Synchformer replace visual and sync when local checkpoints are given
+(`Encoders(clip="ARCH:PATH", synchformer="PATH")`, see trainer/paper_encoders.py).
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ def read_npy(data: bytes | None, width: int) -> np.ndarray:
     if not data:
         return np.zeros((0, width), np.float32)
     array = np.load(io.BytesIO(data), allow_pickle=False)
+    if array.ndim == 2:  # keeps the stored width, also of an empty (0, D) array
+        return array.astype(np.float32)
     return array.astype(np.float32) if array.size else np.zeros((0, width), np.float32)
 
 
@@ -54,32 +59,54 @@ def sync_features(grey: np.ndarray) -> np.ndarray:
     return cells.reshape(t, SYNC_DIM).astype(np.float32)
 
 
-def describe(visual_size: int) -> dict:
-    return {"visual": {"encoder": "mobilenet_v2-imagenet (last bottleneck, pooled)", "fps": VISUAL_FPS, "dim": VISUAL_DIM, "size": visual_size},
-            "sync": {"encoder": "frame-difference", "fps": SYNC_FPS, "dim": SYNC_DIM, "size": SYNC_SIZE},
-            "text": {"encoder": "all-MiniLM-L6-v2", "dim": TEXT_DIM, "field": "caption"}}
+def describe(visual_size: int, clip: str | None = None, synchformer: str | None = None,
+             visual_dim: int = VISUAL_DIM, sync_dim: int = SYNC_DIM) -> dict:
+    visual = ({"encoder": "clip", "spec": clip, "fps": VISUAL_FPS, "dim": visual_dim} if clip else
+              {"encoder": "mobilenet_v2-imagenet (last bottleneck, pooled)", "fps": VISUAL_FPS, "dim": VISUAL_DIM,
+               "size": visual_size})
+    sync = ({"encoder": "synchformer", "spec": synchformer, "fps": SYNC_FPS, "dim": sync_dim} if synchformer else
+            {"encoder": "frame-difference", "fps": SYNC_FPS, "dim": SYNC_DIM, "size": SYNC_SIZE})
+    return {"visual": visual, "sync": sync, "text": {"encoder": "all-MiniLM-L6-v2", "dim": TEXT_DIM, "field": "caption"}}
 
 
 class Encoders:
     """Loaded once per process (or Ray actor); deterministic on CPU."""
 
-    def __init__(self, device: str = "cpu", visual_size: int = 224, batch: int = 32):
+    def __init__(self, device: str = "cpu", visual_size: int = 224, batch: int = 32, clip: str | None = None,
+                 synchformer: str | None = None):
         from trainer import deps
 
         self.device = torch.device(device)
         self.visual_size = int(visual_size)
         self.batch = batch
-        self.visual = deps.mobilenet_v2().to(self.device).eval()
+        self.clip_spec, self.synchformer_spec = clip, synchformer
+        self.clip = self.synchformer = None
+        if clip or synchformer:  # the paper's encoders from local files (clear errors when missing)
+            from trainer import paper_encoders as pe
+
+            self.clip = pe.ClipVisual(clip, self.device) if clip else None
+            self.synchformer = pe.SynchformerSync(synchformer, self.device) if synchformer else None
+        self.visual = None if self.clip else deps.mobilenet_v2().to(self.device).eval()
         self.text_model = deps.sentence_encoder()
         self._text_cache: dict[str, np.ndarray] = {}
 
+    @property
+    def visual_dim(self) -> int:
+        return self.clip.dim if self.clip else VISUAL_DIM
+
+    @property
+    def sync_dim(self) -> int:
+        return self.synchformer.dim if self.synchformer else SYNC_DIM
+
     def describe(self) -> dict:
-        return describe(self.visual_size)
+        return describe(self.visual_size, self.clip_spec, self.synchformer_spec, self.visual_dim, self.sync_dim)
 
     @torch.no_grad()
     def visual_features(self, frames: np.ndarray) -> np.ndarray:
         from trainer import deps
 
+        if self.clip:
+            return self.clip(frames, self.batch)
         out = []
         for i in range(0, len(frames), self.batch):
             x = deps.to_imagenet_tensor(frames[i : i + self.batch]).to(self.device)
@@ -97,7 +124,7 @@ class Encoders:
     def video(self, mp4: bytes | None) -> tuple[np.ndarray, np.ndarray]:
         """(visual (T8, 1280), sync (T24, 64)) of an mp4's bytes; empty arrays without video."""
         if not mp4:
-            return np.zeros((0, VISUAL_DIM), np.float32), np.zeros((0, SYNC_DIM), np.float32)
+            return np.zeros((0, self.visual_dim), np.float32), np.zeros((0, self.sync_dim), np.float32)
         from trainer import deps
 
         with tempfile.NamedTemporaryFile(suffix=".mp4") as fh:
@@ -108,9 +135,11 @@ class Encoders:
     def video_file(self, path: str) -> tuple[np.ndarray, np.ndarray]:
         from trainer import deps
 
-        s = self.visual_size
+        s = self.synchformer.size if self.synchformer else self.visual_size
         frames = deps.decode_frames(path, SYNC_FPS, s, s)  # one decode: 24 fps, every third frame = 8 fps
         step = int(SYNC_FPS // VISUAL_FPS)
+        if self.synchformer:
+            return self.visual_features(np.ascontiguousarray(frames[::step])), self.synchformer(frames)
         grey = frames.mean(axis=-1, dtype=np.float32)
         k = s // SYNC_SIZE if s % SYNC_SIZE == 0 else 0
         if k:

@@ -26,7 +26,7 @@ from trainer.stream import shard_list, tar_samples
 from binauralizer.constants import SAMPLE_RATE
 
 GEN_FIELDS = ("iacc", "ild_db", "itd_ms", "ipd_rad", "isd_db", "lateral_agree")
-REF_FIELDS = ("d_ild_db", "d_ipd_rad", "d_itd_us", "stft_distance", "envelope_distance")
+REF_FIELDS = ("d_ild_db", "d_ipd_rad", "d_itd_us", "d_itd_lf_us", "stft_distance", "envelope_distance")
 
 
 def frechet(a: np.ndarray, b: np.ndarray) -> float:
@@ -52,7 +52,9 @@ def evaluate(ckpt: str, data_root: str, split: str = "test", max_clips: int | No
     gen = Generator(ckpt, codec)
     shards = shard_list(data_root, split)
     raw_mode = not os.path.exists(os.path.join(data_root, "features.json")) and "://" not in data_root
-    encoders = enc.Encoders("cpu", gen.ckpt["config"].get("visual_size", 224)) if raw_mode else None
+    conf = gen.ckpt["config"]
+    encoders = (enc.Encoders("cpu", conf.get("visual_size", 224), clip=conf.get("clip"),
+                             synchformer=conf.get("synchformer")) if raw_mode else None)
     tagger = yamnet().YamNet(threads=1)
     rows, gen_logits, ref_logits, kls, generated = [], [], [], [], []
     for i, sample in enumerate(tar_samples(iter(shards.urls))):

@@ -57,7 +57,9 @@ def encode_sample(raw: dict, codec, encoders: "enc.Encoders") -> dict:
                      "n_samples": int(raw["audio"].shape[1])}}
 
 
-def member_bytes(feat: dict) -> dict[str, bytes]:
+def member_bytes(feat: dict, limit: int | None = MAX_CLIP_BYTES) -> dict[str, bytes]:
+    """The shard members of one sample; over `limit` bytes is an error (None: the paper's encoders,
+    whose 768-d Synchformer tokens at 24 fps alone take ~370 KB per 10 s clip)."""
     members = {
         "lat.npy": npy_bytes(feat["lat"].astype(np.float16)),
         "vis.npy": npy_bytes(feat["vis"].astype(np.float16)),
@@ -68,8 +70,8 @@ def member_bytes(feat: dict) -> dict[str, bytes]:
         "json": json.dumps(feat["meta"], sort_keys=True, separators=(",", ":")).encode(),
     }
     size = sum(len(v) for v in members.values())
-    if size > MAX_CLIP_BYTES:
-        raise ValueError(f"features of {feat['key']!r} take {size} bytes > {MAX_CLIP_BYTES}: lower the codec's "
+    if limit is not None and size > limit:
+        raise ValueError(f"features of {feat['key']!r} take {size} bytes > {limit}: lower the codec's "
                          "--dim or the clip length")
     return members
 
@@ -93,7 +95,7 @@ def _marker(staging: str) -> str:
 
 
 def featurize_shard(url: str, staging: str, fingerprints: dict[str, str], codec_spec: str, visual_size: int,
-                    device: str = "cpu", state: dict | None = None) -> dict:
+                    device: str = "cpu", state: dict | None = None, paper: dict | None = None) -> dict:
     """Encode every sample of one input shard into `staging/`; returns (and writes last) the marker."""
     import torch
 
@@ -102,23 +104,24 @@ def featurize_shard(url: str, staging: str, fingerprints: dict[str, str], codec_
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # same bytes whatever the caller's thread count (reductions change order)
     try:
-        return _featurize_shard(url, staging, fingerprints, codec_spec, visual_size, device, state, load_codec)
+        return _featurize_shard(url, staging, fingerprints, codec_spec, visual_size, device, state, load_codec,
+                                paper or {})
     finally:
         torch.set_num_threads(threads)
 
 
-def _featurize_shard(url, staging, fingerprints, codec_spec, visual_size, device, state, load_codec) -> dict:
+def _featurize_shard(url, staging, fingerprints, codec_spec, visual_size, device, state, load_codec, paper) -> dict:
     state = state if state is not None else {}
     if "encoders" not in state:
         state["codec"] = load_codec(codec_spec, device)
-        state["encoders"] = enc.Encoders(device, visual_size)
+        state["encoders"] = enc.Encoders(device, visual_size, **paper)
     shutil.rmtree(staging, ignore_errors=True)
     os.makedirs(staging)
     dim = state["codec"].dim
     total, squares, frames, sizes = np.zeros(dim), np.zeros(dim), 0, {}
     for sample in tar_samples(iter([url])):
         feat = encode_sample(enc.raw_sample(sample), state["codec"], state["encoders"])
-        members = member_bytes(feat)
+        members = member_bytes(feat, None if any(paper.values()) else MAX_CLIP_BYTES)
         for suffix, data in members.items():
             with open(os.path.join(staging, f"{feat['key']}.{suffix}"), "wb") as fh:
                 fh.write(data)
@@ -129,7 +132,7 @@ def _featurize_shard(url, staging, fingerprints, codec_spec, visual_size, device
         sizes[feat["key"]] = {"bytes": sum(len(v) for v in members.values()), "split": feat["meta"]["split"],
                               "suffixes": sorted(members)}
     marker = {"url": url, "fingerprints": fingerprints, "sum": total.tolist(), "sumsq": squares.tolist(),
-              "frames": frames, "samples": sizes}
+              "frames": frames, "samples": sizes, "encoders": state["encoders"].describe()}
     tmp = _marker(staging) + ".tmp"
     with open(tmp, "w") as fh:
         json.dump(marker, fh)
@@ -144,15 +147,16 @@ def _actor_class():
     class FeatureActor:
         """Loads the codec and encoders once; one input shard per call."""
 
-        def __init__(self, codec_spec: str, visual_size: int, use_gpu: bool):
+        def __init__(self, codec_spec: str, visual_size: int, use_gpu: bool, paper: dict):
             import torch
 
             self.args = (codec_spec, visual_size, "cuda" if use_gpu and torch.cuda.is_available() else "cpu")
+            self.paper = paper
             self.state: dict = {}
 
         def run(self, url: str, staging: str, fingerprints: dict) -> dict:
             codec_spec, visual_size, device = self.args
-            return featurize_shard(url, staging, fingerprints, codec_spec, visual_size, device, self.state)
+            return featurize_shard(url, staging, fingerprints, codec_spec, visual_size, device, self.state, self.paper)
 
     return FeatureActor
 
@@ -160,8 +164,11 @@ def _actor_class():
 # -- the command -------------------------------------------------------------------------------
 
 
-def _settings_digest(codec_spec: str, visual_size: int) -> str:
+def _settings_digest(codec_spec: str, visual_size: int, paper: dict | None = None) -> str:
     h = hashlib.sha256(f"{VERSION}/{visual_size}".encode())
+    for name, spec in sorted((paper or {}).items()):  # the paper's encoders change every vis/sync feature
+        if spec:
+            h.update(f"/{name}={spec}".encode())
     if os.path.isfile(codec_spec):
         h.update(open(codec_spec, "rb").read())
     else:
@@ -177,14 +184,18 @@ def input_fingerprints(shards_root: str, name: str) -> dict[str, str]:
 
 def featurize(shards_root: str, out_dir: str, codec_spec: str, executor: str = "local", num_gpus: float = 0.0,
               num_actors: int = 1, visual_size: int = 224, max_shard_bytes: int = 1 << 30,
-              progress=None) -> dict:
-    """Write OUT/features (see the module docstring); returns a summary."""
+              progress=None, clip: str | None = None, synchformer: str | None = None) -> dict:
+    """Write OUT/features (see the module docstring); returns a summary. `clip` (ARCH:PATH) and
+    `synchformer` (PATH): the paper's encoders from local files instead of the offline defaults."""
     from trainer.codec import load_codec
     from trainer.deps import Entry, ShardWriter, torchtrain
 
     started = time.time()
     src = shard_list(shards_root, "all")
-    settings = _settings_digest(codec_spec, visual_size)
+    paper = {"clip": clip, "synchformer": synchformer}
+    if clip or synchformer:  # fail before any work when a file or package is missing
+        enc.Encoders("cpu", visual_size, **paper)
+    settings = _settings_digest(codec_spec, visual_size, paper)
     staging_root = os.path.join(out_dir, ".staging")
     writer = ShardWriter(out_dir, max_shard_bytes=max_shard_bytes)
     known = writer.completed_samples()
@@ -221,7 +232,7 @@ def featurize(shards_root: str, out_dir: str, codec_spec: str, executor: str = "
             if not ray.is_initialized():
                 ray.init(num_cpus=max(1, os.cpu_count() or 1), log_to_driver=False)
             actor = _actor_class().options(num_gpus=num_gpus, num_cpus=1)
-            actors = [actor.remote(codec_spec, visual_size, num_gpus > 0) for _ in range(max(1, num_actors))]
+            actors = [actor.remote(codec_spec, visual_size, num_gpus > 0, paper) for _ in range(max(1, num_actors))]
             pool = ray.util.ActorPool(actors)
             for done in pool.map_unordered(lambda a, t: a.run.remote(urls[t[0]], t[2], t[1]), todo):
                 if progress:
@@ -232,7 +243,7 @@ def featurize(shards_root: str, out_dir: str, codec_spec: str, executor: str = "
             state: dict = {}
             device = "cuda" if num_gpus > 0 and torch.cuda.is_available() else "cpu"
             for name, fps, staging in todo:
-                featurize_shard(urls[name], staging, fps, codec_spec, visual_size, device, state)
+                featurize_shard(urls[name], staging, fps, codec_spec, visual_size, device, state, paper)
                 if progress:
                     progress(urls[name])
 
@@ -258,7 +269,7 @@ def featurize(shards_root: str, out_dir: str, codec_spec: str, executor: str = "
         "latent_dim": codec.dim, "latent_rate": codec.rate, "sample_rate": SAMPLE_RATE,
         "latent_mean": [float(v) for v in mean], "latent_std": [float(v) for v in std],
         "latent_stats_from": "train split, both ears" if train is not markers else "all splits, both ears",
-        "encoders": enc.describe(visual_size),
+        "encoders": next((m["encoders"] for m in markers if m.get("encoders")), enc.describe(visual_size)),
         "source": {"shards": shards_root, "digest": src.digest, "samples": src.samples},
         "bytes_per_clip": {"max": max(clip_bytes, default=0), "mean": float(np.mean(clip_bytes)) if clip_bytes else 0,
                            "limit": MAX_CLIP_BYTES},

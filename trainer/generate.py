@@ -96,7 +96,8 @@ def sample_video(ckpt: str, video: str, out: str, spatial: str | None = None, ca
     if not os.path.isfile(video):
         raise FileNotFoundError(f"--video {video!r} not found")
     gen = Generator(ckpt, codec)
-    encoders = enc.Encoders("cpu", gen.ckpt["config"].get("visual_size", 224))
+    conf = gen.ckpt["config"]
+    encoders = enc.Encoders("cpu", conf.get("visual_size", 224), clip=conf.get("clip"), synchformer=conf.get("synchformer"))
     feat = video_features(video, encoders, spatial)
     if caption:
         feat["text"] = encoders.text(caption)
