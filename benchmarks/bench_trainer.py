@@ -77,6 +77,8 @@ def run() -> dict:
         "codec_d_itd_us": rt["codec_d_itd_us"], "codec_d_ild_db": rt["codec_d_ild_db"],
         "codec_d_ipd_rad": rt["codec_d_ipd_rad"], "codec_max_d_ild_db": rt["max_codec_d_ild_db"],
         "codec_max_d_itd_us": rt["max_codec_d_itd_us"], "codec_snr_db": rt["codec_snr_db"],
+        "codec_d_itd_below_1500hz_us": rt["codec_d_itd_lf_us"], "codec_max_d_itd_below_1500hz_us": rt["max_codec_d_itd_lf_us"],
+        "griffin_lim_d_itd_below_1500hz_us": rt["griffin_lim_d_itd_lf_us"],
         "codec_meets_targets_itd20us_ild1db": rt["passes"],
         "griffin_lim_d_itd_us": rt["griffin_lim_d_itd_us"], "griffin_lim_d_ild_db": rt["griffin_lim_d_ild_db"],
         "griffin_lim_d_ipd_rad": rt["griffin_lim_d_ipd_rad"],

@@ -103,13 +103,25 @@ def default_recipe(config: str = os.path.join(ROOT, "configs", "sample.yaml")) -
     return stages.get("convert", {}).get("mode", "unet"), stages.get("localize", {}).get("method", "motion")
 
 
+def trajectory_options(config: str = os.path.join(ROOT, "configs", "sample.yaml")) -> dict:
+    """The config's heatmap-to-trajectory settings (stages.localize smoothing / full_confidence), applied
+    to every localiser's row so the table measures the recipe as configured."""
+    import yaml
+
+    with open(config) as fh:
+        loc = (yaml.safe_load(fh)["stages"] or {}).get("localize", {}) or {}
+    return {k: float(loc[k]) for k in ("smoothing", "full_confidence") if k in loc}
+
+
 class Methods:
     """Builds every row's prediction for a scene; localiser maps are computed once and shared."""
 
-    def __init__(self, localisers=LOCALISERS, default_localiser: str = "motion", unet_models: dict | None = None):
+    def __init__(self, localisers=LOCALISERS, default_localiser: str = "motion", unet_models: dict | None = None,
+                 traj_options: dict | None = None):
         from binauralizer.localize import build_localiser
 
         self.default_localiser = default_localiser
+        self.traj_options = dict(traj_options or {})
         self.base = {name: build_localiser(name) for name in ("motion-centroid", "motion", "semantic")
                      if name in localisers or name == default_localiser}
         self.extra = {name: build_localiser(name) for name in localisers
@@ -148,7 +160,7 @@ class Methods:
         from binauralizer.pseudobinaural.conversion import ClipInput
 
         maps = self.heatmaps(sc)
-        trajs = {name: trajectory_from_heatmaps(m) for name, m in maps.items()}
+        trajs = {name: trajectory_from_heatmaps(m, **self.traj_options) for name, m in maps.items()}
         true = np.stack([sc.az_deg, sc.el_deg, np.ones_like(sc.az_deg)], 1)
         out = {"mono": np.repeat(sc.mono[None], 2, axis=0), "centre": render(sc, np.zeros_like(true)),
                "oracle": render(sc, true)}
@@ -172,11 +184,11 @@ class _Meta:
 _WORKER: dict = {}
 
 
-def _init_worker(localiser: str, models: dict) -> None:
+def _init_worker(localiser: str, models: dict, traj_options: dict | None = None) -> None:
     import torch
 
     torch.set_num_threads(1)
-    _WORKER["methods"] = Methods(default_localiser=localiser, unet_models=models)
+    _WORKER["methods"] = Methods(default_localiser=localiser, unet_models=models, traj_options=traj_options)
 
 
 def _score_one(i: int) -> tuple[_Meta, dict, dict]:
@@ -189,7 +201,7 @@ def _score_one(i: int) -> tuple[_Meta, dict, dict]:
 
 
 def evaluate(scene_ids=None, default_localiser: str = "motion", unet_models: dict | None = None,
-             workers: int = 1, progress: bool = True) -> dict:
+             workers: int = 1, progress: bool = True, traj_options: dict | None = None) -> dict:
     """All rows on the scenes; `workers` processes share them (each loads the models once)."""
     from concurrent.futures import ProcessPoolExecutor
     import multiprocessing
@@ -199,7 +211,7 @@ def evaluate(scene_ids=None, default_localiser: str = "motion", unet_models: dic
     seconds: dict[str, list] = {}
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max(1, workers), mp_context=ctx, initializer=_init_worker,
-                             initargs=(default_localiser, unet_models or {})) as pool:
+                             initargs=(default_localiser, unet_models or {}, traj_options)) as pool:
         for k, (meta, scores, took) in enumerate(pool.map(_score_one, scene_ids)):
             for name, s in scores.items():
                 per_method.setdefault(name, []).append((meta, s))
@@ -261,13 +273,14 @@ def run(scene_ids=None) -> dict:
         raise RuntimeError(f"eval_spatial needs: pip install --no-deps {' '.join(missing)}")
     mode, localiser = default_recipe()
     workers = int(os.environ.get("EVAL_SPATIAL_WORKERS", "3"))
-    result = evaluate(scene_ids, localiser, unet_models(), workers=workers)
+    traj_options = trajectory_options()
+    result = evaluate(scene_ids, localiser, unet_models(), workers=workers, traj_options=traj_options)
     default_row = f"conversion {mode}"
     result = {k: result[k] for k in result}
     result["markdown"] = markdown(result, default_row)
     result["setup"] = {"scenes": len(scene_ids) if scene_ids is not None else spatial_scenes.n_scenes(),
                        "test_hrir": TEST_HRIR, "render_hrir": DEFAULT_HRIR, "default_recipe": default_row,
-                       "default_localiser": localiser, "frame_s": FRAME_S, "worker_processes": workers,
+                       "default_localiser": localiser, "trajectory": traj_options, "frame_s": FRAME_S, "worker_processes": workers,
                        "seconds_per_clip": "CPU seconds (process time) of the heatmaps, one torch thread"}
     return result
 

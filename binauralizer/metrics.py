@@ -161,13 +161,17 @@ def segment_iacc(
     return np.where(active, out, np.nan)
 
 
-def _gcc_phat_peak(left: np.ndarray, right: np.ndarray, sr: int, max_lag_ms: float) -> np.ndarray:
-    """Signed ITD in ms per row of (..., n) frames; positive when the left channel leads."""
+def _gcc_phat_peak(left: np.ndarray, right: np.ndarray, sr: int, max_lag_ms: float,
+                   max_hz: float | None = None) -> np.ndarray:
+    """Signed ITD in ms per row of (..., n) frames; positive when the left channel leads.
+    `max_hz` keeps the PHAT weights below that frequency only (the band where ITD is a cue)."""
     n = left.shape[-1]
     lag = min(_max_lag(sr, max_lag_ms), n - 1)
     nfft = sfft.next_fast_len(n + lag + 1, real=True)  # no circular wrap within +-lag
     cross = sfft.rfft(right, nfft, axis=-1) * np.conj(sfft.rfft(left, nfft, axis=-1))
     cross /= np.maximum(np.abs(cross), EPS)
+    if max_hz is not None:
+        cross[..., np.fft.rfftfreq(nfft, 1 / sr) > max_hz] = 0
     gcc = sfft.irfft(cross, nfft, axis=-1)
     window = np.concatenate([gcc[..., nfft - lag :], gcc[..., : lag + 1]], axis=-1)  # lags -lag..lag
     peak = np.argmax(window, axis=-1)
@@ -183,12 +187,13 @@ def _gcc_phat_peak(left: np.ndarray, right: np.ndarray, sr: int, max_lag_ms: flo
     return (refined - lag) / sr * 1e3
 
 
-def itd_ms(x: np.ndarray, sr: int = SAMPLE_RATE, max_lag_ms: float = MAX_LAG_MS) -> float:
-    """Broadband GCC-PHAT ITD of the whole signal, ms (positive: left leads); NaN if silent."""
+def itd_ms(x: np.ndarray, sr: int = SAMPLE_RATE, max_lag_ms: float = MAX_LAG_MS, max_hz: float | None = None) -> float:
+    """GCC-PHAT ITD of the whole signal, ms (positive: left leads); NaN if silent. Broadband by
+    default; `max_hz` limits it to the low band (ITD_MAX_HZ: where the head's phase is unambiguous)."""
     x = check_binaural(x)
     if not (np.any(x[0]) and np.any(x[1])):
         return float("nan")
-    return float(_gcc_phat_peak(x[0], x[1], sr, max_lag_ms))
+    return float(_gcc_phat_peak(x[0], x[1], sr, max_lag_ms, max_hz))
 
 
 def head_itd_max_ms(hrir: str = "kemar") -> float:
@@ -364,7 +369,11 @@ def _peak_normalise(x: np.ndarray) -> np.ndarray:
 def reference_errors(
     pred: np.ndarray, ref: np.ndarray, sr: int = SAMPLE_RATE, settings: StftSettings = DEFAULT_STFT
 ) -> dict:
-    """dILD (dB), dIPD (rad), dITD (us), STFT and envelope distances of `pred` against `ref`."""
+    """dILD (dB), dIPD (rad), dITD (us), STFT and envelope distances of `pred` against `ref`.
+
+    Two ITDs: `d_itd_us` from broadband GCC-PHAT (PHAT weighs every bin alike, so content above
+    4 kHz, where phase wraps many times across the head, can set it), and `d_itd_lf_us` below
+    ITD_MAX_HZ, the band where ITD is a localisation cue (the spatial evaluation's definition)."""
     pred, ref = check_binaural(pred), check_binaural(ref)
     n = min(pred.shape[1], ref.shape[1])
     pred, ref = pred[:, :n], ref[:, :n]
@@ -388,6 +397,7 @@ def reference_errors(
         "d_ild_db": float(d_ild.mean()) if d_ild.size else float("nan"),
         "d_ipd_rad": float(d_ipd.mean()) if d_ipd.size else float("nan"),
         "d_itd_us": abs(itd_ms(pred, sr) - itd_ms(ref, sr)) * 1e3,
+        "d_itd_lf_us": abs(itd_ms(pred, sr, max_hz=ITD_MAX_HZ) - itd_ms(ref, sr, max_hz=ITD_MAX_HZ)) * 1e3,
         "stft_distance": stft_distance,
         "envelope_distance": envelope_distance,
     }

@@ -8,9 +8,10 @@ all at the clip's frame rate; the manifest gets a summary (loc_method, az_mean/s
 el_mean_deg, loc_confidence, loc_centre_pull = mean share of the position that low confidence gave
 to the picture centre), and the shard json carries method, confidence and centre pull.
 
-Methods (binauralizer.localize): `motion` (default: weight-free, best on the bundled sample,
-~0.1 s per 10 s clip), `semantic` (YAMNet per window x MobileNetV2 CAM x MiniLM), `semantic+motion` (product),
-`fusion-add` / `fusion-max` (either cue can place a static object), `motion-centroid` (baseline), and
+Methods (binauralizer.localize): `motion` (the setting's default: weight-free, ~0.1 s per 10 s clip),
+`semantic` (YAMNet per window x MobileNetV2 CAM x MiniLM), `semantic+motion` (product), `fusion-add`
+(both configs' choice: best on benchmarks/eval_spatial, ~2 s per clip) / `fusion-max` (either cue can
+place a static object), `motion-centroid` (baseline), and
 `learned` (a local checkpoint given by `checkpoint`). An actor loads its localiser once.
 """
 

@@ -26,7 +26,7 @@ from trainer.stream import shard_list, tar_samples
 from binauralizer.constants import SAMPLE_RATE
 
 GEN_FIELDS = ("iacc", "ild_db", "itd_ms", "ipd_rad", "isd_db", "lateral_agree")
-REF_FIELDS = ("d_ild_db", "d_ipd_rad", "d_itd_us", "stft_distance", "envelope_distance")
+REF_FIELDS = ("d_ild_db", "d_ipd_rad", "d_itd_us", "d_itd_lf_us", "stft_distance", "envelope_distance")
 
 
 def frechet(a: np.ndarray, b: np.ndarray) -> float:

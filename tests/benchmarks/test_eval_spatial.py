@@ -27,3 +27,11 @@ def test_figures_separate_right_from_wrong_on_real_scenes():
     assert res["mirrored"]["side"] < 0.05 and res["mirrored"]["spearman_moving"] < -0.9
     assert res["mirrored"]["itd_err_us"] > 2 * res["oracle"]["itd_err_us"] + 100
     assert res["oracle"]["ild_err_db"] < res["mono"]["ild_err_db"] < res["mirrored"]["ild_err_db"]
+
+
+def test_localiser_rows_use_the_configs_trajectory_settings(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("stages:\n  localize: {method: fusion-add, smoothing: 3.0, full_confidence: 0.2}\n")
+    assert eval_spatial.trajectory_options(str(cfg)) == {"smoothing": 3.0, "full_confidence": 0.2}
+    cfg.write_text("stages:\n  localize: {method: motion}\n")
+    assert eval_spatial.trajectory_options(str(cfg)) == {}  # the library's defaults

@@ -131,11 +131,14 @@ def test_lateral_agreement_follows_the_picture():
 def test_reference_errors():
     ref = kemar_render(60)
     zero = M.reference_errors(ref, ref, SR)
-    assert zero == {"d_ild_db": 0.0, "d_ipd_rad": 0.0, "d_itd_us": 0.0, "stft_distance": 0.0,
+    assert zero == {"d_ild_db": 0.0, "d_ipd_rad": 0.0, "d_itd_us": 0.0, "d_itd_lf_us": 0.0, "stft_distance": 0.0,
                     "envelope_distance": 0.0}
     swapped = M.reference_errors(ref[::-1].copy(), ref, SR)
     itd = M.itd_ms(ref, SR)
     assert swapped["d_itd_us"] == pytest.approx(2 * itd * 1e3, rel=1e-6)
+    low = M.itd_ms(ref, SR, max_hz=M.ITD_MAX_HZ)  # KEMAR at 60 degrees: about 0.5 ms in both bands
+    assert 0.35 < low < 0.75 and abs(low - itd) < 0.15
+    assert swapped["d_itd_lf_us"] == pytest.approx(2 * low * 1e3, rel=1e-6)
     assert swapped["d_ild_db"] > 5
     assert swapped["d_ipd_rad"] > 0.5
     assert swapped["stft_distance"] > 0 and swapped["envelope_distance"] > 0

@@ -21,6 +21,7 @@ def test_round_trip_keeps_itd_and_ild(syn_shards, codec_path):
     print(roundtrip.table(report))
     assert report["clips"] == 2
     assert report["max_codec_d_itd_us"] <= roundtrip.ITD_TARGET_US
+    assert report["max_codec_d_itd_lf_us"] <= roundtrip.ITD_TARGET_US
     assert report["griffin_lim_d_itd_us"] > 100  # invented phase per ear: the ITD is gone
     assert report["max_codec_d_ild_db"] <= roundtrip.ILD_TARGET_DB  # the 1 dB, on every clip (measured 0.75)
     assert report["passes"]
