@@ -4,8 +4,10 @@ The cheapest pipeline that still runs every stage kind: task stages (ingest, dur
 package without video), an actor stage (convert, mode mono) and the global stage (shard), then the run-level
 report and card; 10 s clips at 64x48, chunks of 64. It runs on SMALL and LARGE synthetic clip sets with the
 Ray executor on this machine (2 CPUs). Peak memory is each process's VmHWM read from /proc while the run
-lasts: the driver, and every Ray worker (the largest is reported). Linear time means wall(LARGE) /
-wall(SMALL) within 20 % of LARGE / SMALL. Clips are hard links of 16 distinct encodes, so generating the
+lasts: the driver, and every Ray worker (the largest is reported). Time: the ratio of per-clip wall times
+(LARGE over SMALL) must not exceed 1.2 (no growth worse than linear); a ratio well below 1 means fixed
+costs (Ray and actor start-up, the report) are amortised, and the marginal cost per clip,
+(wall(LARGE) - wall(SMALL)) / (LARGE - SMALL), is reported beside it. Clips are hard links of 16 distinct encodes, so generating the
 media costs seconds; every row is still decoded, converted, measured and packed. The builds run with a
 hermetic HOME (no token from a user's ~/.ray).
 """
@@ -127,5 +129,8 @@ def run() -> dict:
     return {"markdown": markdown, "small": SMALL, "large": LARGE,
             "wall_per_clip_ratio": time_ratio, "stages_wall_per_clip_ratio": stages_ratio,
             "driver_peak_ratio": driver_ratio, "worker_peak_ratio": worker_ratio,
-            "linear_within_20pct": abs(time_ratio - 1) <= 0.2,
+            "marginal_ms_per_clip": 1000 * (large["wall_s"] - small["wall_s"]) / (LARGE - SMALL),
+            "small_ms_per_clip": 1000 * small["wall_s"] / SMALL,
+            "no_worse_than_linear_within_20pct": time_ratio <= 1.2,
+            "strictly_linear_within_20pct": abs(time_ratio - 1) <= 0.2,
             "memory_within_1_2x": driver_ratio <= 1.2 and worker_ratio <= 1.2}
