@@ -15,12 +15,14 @@ resume, and how data-parallel workers start.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import json
 import logging
 import os
 import re
+import threading
 from typing import Callable, Iterable
 
 import torch
@@ -118,20 +120,38 @@ class ProgressFile:
         with open(self.path, "a") as fh:
             fh.write(json.dumps({"done": int(done), "total": int(total), "unit": unit, **values}) + "\n")
 
-    def relay(self, progress: Callable[..., None], stop) -> None:
-        """Until `stop` (a threading.Event) is set, then once more: pass new complete lines on."""
+    @contextlib.contextmanager
+    def relaying(self, progress: Callable[..., None] | None):
+        """While the block runs (a blocking Ray Train fit), pass rank 0's lines to `progress` on this
+        process; a previous launch's lines are dropped first. No-op without `progress`."""
+        if os.path.exists(self.path):
+            os.remove(self.path)
+        if progress is None:
+            yield
+            return
+        stop = threading.Event()
+        tail = threading.Thread(target=self._relay, args=(progress, stop), daemon=True)
+        tail.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            tail.join()
+
+    def _relay(self, progress: Callable[..., None], stop: threading.Event) -> None:
+        """Until `stop` is set, then once more: pass new complete lines on."""
         offset = 0
         while True:
             finished = stop.wait(0.5)
             try:
-                with open(self.path) as fh:
+                with open(self.path, "rb") as fh:
                     fh.seek(offset)
                     chunk = fh.read()
             except FileNotFoundError:
-                chunk = ""
-            complete = chunk[: chunk.rfind("\n") + 1]
-            offset += len(complete.encode())
-            for line in complete.splitlines():
+                chunk = b""
+            complete = chunk[: chunk.rfind(b"\n") + 1]
+            offset += len(complete)
+            for line in complete.decode().splitlines():
                 item = json.loads(line)
                 progress(item.pop("done"), item.pop("total"), item.pop("unit"), **item)
             if finished:

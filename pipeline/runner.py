@@ -437,7 +437,6 @@ class Runner:
         if self.remote:
             self.remote.commit([p if os.path.isabs(p) else os.path.join(self.out, p) for p in paths])
 
-
     def _commit_logs(self) -> None:
         if self.remote:
             try:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import posixpath
 import tempfile
 import uuid
 
@@ -248,7 +249,7 @@ class RemoteRun:
             rel = os.path.relpath(path, self.stage).replace(os.sep, "/")
             if not rel.startswith("..") and rel not in NOT_MIRRORED:
                 final = f"{self.root}/{rel}"
-                tmp = f"{posix_dirname(final)}/{TEMP_PREFIX}{uuid.uuid4().hex}-{posix_basename(final)}"
+                tmp = f"{posixpath.dirname(final)}/{TEMP_PREFIX}{uuid.uuid4().hex}-{posixpath.basename(final)}"
                 (markers if is_marker(rel) else data).append((path, tmp, final))
         if not data and not markers:
             return
@@ -290,11 +291,3 @@ class RemoteRun:
             self.fs.rm(keys)
         except Exception:  # noqa: BLE001 - best effort; the next pull removes temporary keys anyway
             pass
-
-
-def posix_dirname(key: str) -> str:
-    return key.rsplit("/", 1)[0]
-
-
-def posix_basename(key: str) -> str:
-    return key.rsplit("/", 1)[-1]

@@ -304,24 +304,11 @@ def train_with_ray(cfg: TrainConfig, pool_factory: Callable[[], list], out_dir: 
     every worker (the run folder on shared storage); rank 0 writes checkpoints and the model.
     `progress` gets rank 0's steps on the driver, relayed through `out_dir/progress.jsonl`.
     """
-    import threading
-
     out_dir = os.path.abspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
-    relay = torchtrain.ProgressFile(os.path.join(out_dir, PROGRESS_FILE))
-    if os.path.exists(relay.path):
-        os.remove(relay.path)  # a previous launch's lines
-    stop = threading.Event()
-    tail = threading.Thread(target=relay.relay, args=(progress, stop), daemon=True) if progress else None
-    if tail:
-        tail.start()
-    try:
+    with torchtrain.ProgressFile(os.path.join(out_dir, PROGRESS_FILE)).relaying(progress):
         torchtrain.launch_ray(_ray_train, (_jsonable(cfg), pool_factory, out_dir), {}, num_workers=num_workers,
                               use_gpu=use_gpu, name=f"train_unet_{cfg.fingerprint()}",
                               storage_path=storage_path or os.path.join(out_dir, "ray_results"))
-    finally:
-        stop.set()
-        if tail:
-            tail.join()
     with open(os.path.join(out_dir, "train_summary.json")) as fh:  # written by rank 0
         return json.load(fh)
