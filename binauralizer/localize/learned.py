@@ -130,6 +130,18 @@ def audio_windows(audio: np.ndarray, n_frames: int, window_s: float = WINDOW_S,
     return (out / np.maximum(rms, 1e-4) * 0.1).astype(np.float32)  # level-free: what sounds, not how loud
 
 
+def _one_window(audio: np.ndarray, n_frames: int, frame: int, shift_s: float) -> np.ndarray:
+    """audio_windows(audio, n_frames, shift_s=shift_s)[frame], without cutting the other frames' windows."""
+    hop = audio.size / max(n_frames, 1)
+    w = int(round(WINDOW_S * SAMPLE_RATE))
+    padded_start = int(np.clip(np.round((frame + 0.5) * hop + shift_s * SAMPLE_RATE), 0, audio.size)) - w // 2
+    seg = np.zeros(w, np.float32)
+    a, b = max(0, padded_start), min(audio.size, padded_start + w)
+    seg[a - padded_start: b - padded_start] = audio[a:b]
+    rms = np.sqrt(np.mean(seg.astype(np.float64) ** 2))
+    return (seg / max(rms, 1e-4) * 0.1).astype(np.float32)
+
+
 @dataclass
 class LocalizerTrainConfig:
     """Flat scalars only, so a pipeline stage can map its params onto it one to one."""
@@ -179,7 +191,7 @@ class _ClipCache:
             j = int(rng.integers(len(frames)))
             shift = float(rng.uniform(-self.jitter_s, self.jitter_s))
             visual.append(self.visual[k][j])
-            windows.append(audio_windows(self.audio[k], t, shift_s=shift)[frames[j]])
+            windows.append(_one_window(self.audio[k], t, int(frames[j]), shift))
         return torch.stack(visual), torch.from_numpy(np.stack(windows))
 
 
