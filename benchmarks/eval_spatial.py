@@ -264,6 +264,17 @@ def markdown(result: dict, default_row: str) -> str:
              f"{d['side_static_distractor']:.0%} on static sources among moving distractors, Spearman "
              f"{d['spearman_moving']:.2f} on moving scenes, median |dITD| {d['itd_err_us']:.0f} us, |dILD| "
              f"{d['ild_err_db']:.2f} dB (mono {result['mono']['ild_err_db']:.2f} dB).**", ""]
+    if "localiser fusion-learned (held-out)" in result and "localiser fusion-add" in result:
+        def brief(row):
+            r = result[f"localiser {row}"]
+            return (f"{row} side {r['side']:.0%} / static among distractors {r['side_static_distractor']:.0%} / "
+                    f"Spearman {r['spearman_moving']:.2f} / |dITD| {r['itd_err_us']:.0f} us")
+
+        lines += ["Learned localiser (trained without labels on these scenes' clips; `transductive` = scored on "
+                  "the scenes it was trained on, `held-out` = two-fold, scored on scenes it never saw): "
+                  + "; ".join(brief(r) for r in ("fusion-add", "learned (transductive)",
+                                                 "fusion-learned (transductive)", "learned (held-out)",
+                                                 "fusion-learned (held-out)")) + ".", ""]
     cols = ["side", "side_static_distractor", "spearman_moving", "itd_err_us", "ild_err_db", "stft_distance",
             "envelope_distance", "seconds_per_clip"]
     lines += ["| method | side | side, static among distractors | Spearman ILD~az (moving) | median abs dITD (us) "
