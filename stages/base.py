@@ -153,6 +153,8 @@ class Stage:
       spatial_keys   -- the run-level `spatial:` settings it uses (part of its fingerprint)
       kind           -- "task" (CPU, a chunk per Ray task), "actor" (model loaded once per
                         actor, batches across chunks) or "global" (sees all kept rows at once)
+      check_run      -- optional classmethod (params, run_stages): config-time checks that need the
+                        run's stage list (localize's learned model needs train_localizer before it)
     """
 
     name: ClassVar[str] = ""
@@ -164,6 +166,9 @@ class Stage:
     writes: ClassVar[tuple[str, ...]] = ()
     spatial_keys: ClassVar[tuple[str, ...]] = ()
     kind: ClassVar[str] = "task"
+    # A global stage that trains on a worker of the executor (a Ray actor with its resources) rather
+    # than on the driver: train_localizer. Its progress reaches the driver through the executor.
+    on_actor: ClassVar[bool] = False
     # Set by the runner while a global stage runs: progress(done, total, unit, **values), e.g. training steps.
     progress: Any = None
     # Set by the runner while a global stage runs on an object-store OUT: commit(paths, prune=()) uploads
