@@ -173,3 +173,20 @@ def test_config_errors_name_the_fix(tmp_path):
     stage = TrainLocalizerStage(TrainLocalizerStage.params_from({"num_gpus": 0.5, "batch_size": 8}), RunContext(out="x"))
     assert stage.resources().gpus == 0.5 and stage.measure_settings()["batch_size"] == 8
     assert "num_gpus" not in stage.measure_settings()
+
+
+def test_fusion_learned_adds_the_runs_model_to_semantic_and_motion(trained, tmp_path):
+    from stages.localize import LocalizeStage
+
+    out, _ = trained
+    row = {k: v for k, v in rows(out, "silence")[0].items() if k not in ("status", "reason")}
+    stage = LocalizeStage(LocalizeStage.params_from({"method": "fusion-learned"}), RunContext(out=out))
+    stage.setup()
+    res = stage.measure([row])[0]
+    assert res["loc_method"] == "fusion-learned" and "_error" not in res
+    assert res["loc_model"] == "sha256:" + sha256(work(out, "localizer.pt"))[:16]
+    assert np.load(os.path.join(out, res["heatmap_path"])).shape == (80, 56, 74)  # motion's grid, the finest
+    # no model yet (train_localizer not run on this folder): every clip fails saying what to run
+    empty = LocalizeStage(LocalizeStage.params_from({"method": "learned"}), RunContext(out=str(tmp_path)))
+    empty.setup()
+    assert "run the train_localizer stage before localize" in empty.measure([row])[0]["_error"]
