@@ -96,14 +96,13 @@ class TrainLocalizerStage(Stage):
     writes = ()
 
     def measure_settings(self) -> dict:
-        """Everything that changes the trained model: batch_size too (not a resource here)."""
-        skip = RESOURCE_KEYS - {"batch_size"}
+        """Everything that changes the trained model: batch_size too (not a resource here); how the
+        clips are read (lazy_pool_above) does not."""
+        skip = (RESOURCE_KEYS - {"batch_size"}) | {"lazy_pool_above"}
         return {k: v for k, v in dataclasses.asdict(self.params).items() if k not in skip}
 
     def run_global(self, rows: list[dict]) -> list[dict]:
         import time
-
-        from stages.train_unet import load_pool
 
         p = self.params
         out_dir = self.ctx.work_dir(self.name)
@@ -168,6 +167,49 @@ class TrainLocalizerStage(Stage):
         if not os.path.exists(ckpt):
             return 0
         return int(torch.load(ckpt, map_location="cpu", weights_only=False).get("step", 0))
+
+
+@dataclasses.dataclass
+class LazyClip:
+    """A kept clip read when a batch draws it: its audio window, and frames decoded one at a time."""
+
+    clip_id: str
+    ctx: object
+    row: dict
+
+    def load(self):
+        from types import SimpleNamespace
+
+        from stages import clipdata
+
+        return SimpleNamespace(clip_id=self.clip_id, audio=clipdata.load_audio(self.ctx, self.row),
+                               frames=clipdata.WindowFrames(self.ctx, self.row))
+
+
+def load_pool(ctx, rows: list[dict], lazy: bool) -> tuple[list, list[dict]]:
+    """The training clips and the rows that cannot be read ({"clip_id", "reason"}), never fatal.
+
+    In memory (train_unet's reader) up to lazy_pool_above clips; above, LazyClips (only the ingest
+    files' existence and the window's frame count are checked here)."""
+    from stages import clipdata
+    from stages.base import StageError
+    from stages.train_unet import load_pool as load_in_memory
+
+    if not lazy:
+        return load_in_memory(ctx, rows)
+    pool, problems = [], []
+    for row in rows:
+        cid = row.get("clip_id", "?")
+        try:
+            if not clipdata.has_media(ctx, row.get("source_id") or cid):
+                raise ValueError(f"missing audio or frames in {clipdata.ingest_dir(ctx, row.get('source_id') or cid)}: "
+                                 "rerun ingest")
+            if len(clipdata.WindowFrames(ctx, row)) == 0:
+                raise ValueError(f"clip {cid}: no frames in its window")
+            pool.append(LazyClip(cid, ctx, row))
+        except (StageError, OSError, ValueError) as exc:
+            problems.append({"clip_id": cid, "reason": str(exc)})
+    return pool, problems
 
 
 def rows_digest(rows: list[dict], columns) -> str:

@@ -78,13 +78,14 @@ def test_trains_on_the_kept_clips_and_localize_uses_its_model(trained, sample_di
     assert {s["state"] for s in again["stages"].values()} == {"done earlier"}
 
 
-def test_trains_on_a_ray_actor_with_the_same_curve_and_model(trained, sample_dir, three_clips, tmp_path):
+def test_trains_on_a_ray_actor_with_the_same_curve_and_model_reading_clips_lazily(trained, sample_dir, three_clips, tmp_path):
     src, _ = trained
     out = copy_run(src, str(tmp_path / "ray"))
     import shutil
 
     shutil.rmtree(work(out))
-    stats = build_run(sample_dir, out, "ray", overrides=SETTINGS, input_override=three_clips, only="train_localizer",
+    lazy = {**SETTINGS, "stages.train_localizer.lazy_pool_above": 0}  # clips read one frame at a time: same data
+    stats = build_run(sample_dir, out, "ray", overrides=lazy, input_override=three_clips, only="train_localizer",
                       force=True)
     assert stats["stages"]["train_localizer"]["state"] == "ran 2/2 chunks, measured 3"
     assert open(work(out, "history.json"), "rb").read() == open(work(src, "history.json"), "rb").read()
