@@ -254,6 +254,29 @@ class Stage:
         return {k: d[k] for k in self.decision_keys if k in d}
 
 
+_DIGESTS: dict = {}
+
+
+def file_digest(path: str) -> str:
+    """sha256 of a file ('absent' when there is none), cached by (path, size, mtime): the identity of a
+    model an earlier stage trained, for the settings of the stages that load it."""
+    import hashlib
+    import os
+
+    try:
+        st = os.stat(path)
+    except OSError:
+        return "absent"
+    key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        _DIGESTS[key] = h.hexdigest()
+    return _DIGESTS[key]
+
+
 # Settings that change where/how fast a stage runs, never its results: excluded from fingerprints.
 RESOURCE_KEYS = {"num_cpus", "num_gpus", "batch_size", "num_actors", "num_workers", "ddp_workers"}
 

@@ -25,7 +25,7 @@ import logging
 
 import numpy as np
 
-from stages.base import settings, ConfigError, Params, Stage, StageError
+from stages.base import settings, ConfigError, Params, Stage, StageError, file_digest
 from manifests import artifacts as A
 from manifests.io import atomic_save_npy
 from stages.clipdata import load_audio, load_frames
@@ -113,7 +113,7 @@ class LocalizeStage(Stage):
         settings = super().measure_settings()
         path = self.model_file()
         if path is not None:
-            settings["model_sha256"] = model_digest(path)
+            settings["model_sha256"] = file_digest(path)
         return settings
 
     def setup(self) -> None:
@@ -129,7 +129,7 @@ class LocalizeStage(Stage):
                 self._setup_error = (f"no learned localiser at {path}: run the train_localizer stage before localize "
                                      "(or set stages.localize.checkpoint)")
                 return
-            self.model_id = f"sha256:{model_digest(path)[:16]}"
+            self.model_id = f"sha256:{file_digest(path)[:16]}"
         if p.method == "learned":
             self.localiser = build_localiser(f"learned:{path}", device=self._device())
         elif p.method == "fusion-learned":
@@ -182,24 +182,3 @@ class LocalizeStage(Stage):
             "loc_model": self.model_id,  # the learned model's content digest (None: a weight-free method)
         }
 
-
-_DIGESTS: dict = {}
-
-
-def model_digest(path: str) -> str:
-    """sha256 of a model file ('absent' before it exists), cached by (path, size, mtime)."""
-    import hashlib
-    import os
-
-    try:
-        st = os.stat(path)
-    except OSError:
-        return "absent"
-    key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
-    if key not in _DIGESTS:
-        h = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-        _DIGESTS[key] = h.hexdigest()
-    return _DIGESTS[key]

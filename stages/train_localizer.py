@@ -26,7 +26,7 @@ import typing
 
 from binauralizer.localize.learned import LocalizerTrainConfig
 from manifests import artifacts
-from stages.base import RESOURCE_KEYS, ConfigError, Params, Stage, settings
+from stages.base import RESOURCE_KEYS, ConfigError, Params, Stage, file_digest, settings
 
 log = logging.getLogger(__name__)
 
@@ -216,14 +216,6 @@ def rows_digest(rows: list[dict], columns) -> str:
     """Identity of the training data: the rows' clip and window columns, in order."""
     blob = json.dumps([[r.get(c) for c in columns] for r in rows], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
-
-
-def file_digest(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def model_path(ctx) -> str:
