@@ -108,6 +108,7 @@ class Runner:
             os.makedirs(self.out, exist_ok=True)
             with RunLock(self.out):
                 self.remote.pull()
+            self._refingerprint(plans, preflight)  # models trained earlier (localize's digest) are here only now
         fresh = self._check_identity(manifest)
         self._check_selection(plans, chunks, fresh)
         os.makedirs(self.out, exist_ok=True)  # nothing is written before every check above has passed

@@ -117,9 +117,9 @@ class LocalizeStage(Stage):
         return settings
 
     def setup(self) -> None:
-        from binauralizer.localize import build_localiser
-
         import os
+
+        from binauralizer.localize import build_localiser
 
         p = self.params
         self._setup_error, self.model_id = "", None
