@@ -152,7 +152,8 @@ class TrainLocalizerStage(Stage):
         """Keep the checkpoint only when it belongs to these settings and these clips; return its step."""
         import torch
 
-        identity = {"config": _jsonable(dataclasses.asdict(cfg)), "data": data}
+        config = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in DERIVED}  # the device is no identity
+        identity = {"config": _jsonable(config), "data": data}
         path, ckpt = os.path.join(out_dir, "identity.json"), os.path.join(out_dir, "checkpoint.pt")
         previous = None
         if os.path.exists(path):
