@@ -25,8 +25,9 @@ positions). `learned (transductive)` is trained on all 28 scenes and scored on t
 the pipeline does on a dataset, but it has seen the scenes it is scored on (without their labels).
 `learned (held-out)` is two-fold: trained on the even scenes and scored on the odd ones, and the
 other way round, so every scene is scored by a model that never saw it; its figures cover the same
-28 scenes as `fusion-add`'s and compare with them directly. `fusion-learned` = equal thirds of the
-per-clip normalised learned, semantic and motion maps (binauralizer.localize.fusion.fuse_learned).
+28 scenes as `fusion-add`'s and compare with them directly. `fusion-learned` = the localize stage's
+method of that name: the mean of the per-frame normalised learned, semantic and motion maps
+(binauralizer.localize.fusion_learned.fuse_frames).
 Its training curves (InfoNCE loss per step against chance, log of the batch size) are in
 benchmarks/learned_localiser_curve.png / .json; the s per clip of the learned rows exclude training
 (its seconds are in the setup row).
@@ -155,7 +156,8 @@ class Methods:
 
     def heatmaps(self, sc, index: int | None = None) -> dict:
         from binauralizer.localize.base import combine
-        from binauralizer.localize.fusion import fuse, fuse_learned
+        from binauralizer.localize.fusion import fuse
+        from binauralizer.localize.fusion_learned import fuse_frames
 
         maps, took = {}, {}
         for name, loc in {**self.base, **self.extra}.items():
@@ -179,8 +181,8 @@ class Methods:
                 maps[f"learned ({row})"] = self.learned[key].heatmaps(sc.frames, sc.mono)
                 took[f"learned ({row})"] = time.process_time() - t0
                 t0 = time.process_time()
-                maps[f"fusion-learned ({row})"] = fuse_learned(maps["motion"], maps["semantic"],
-                                                               maps[f"learned ({row})"])
+                maps[f"fusion-learned ({row})"] = fuse_frames(maps[f"learned ({row})"], maps["semantic"],
+                                                              maps["motion"])
                 took[f"fusion-learned ({row})"] = both + took[f"learned ({row})"] + time.process_time() - t0
         for name in self.localisers:
             self.seconds[name].append(took[name])

@@ -14,7 +14,6 @@ Names understood by `build_localiser`:
   "semantic+motion"    the motion map re-weighted by the semantic map (base.combine)
   "fusion-learned"     learned + semantic + motion, per-frame normalised and added (checkpoint=...)
   "learned:<path>"     a local checkpoint (TorchScript, or a state dict with its architecture)
-  "fusion-learned:<path>"  fusion-add + the learned map of a train_localizer checkpoint (fusion.py)
 
 Heatmap values are in [0, 1] and normalised per clip (the clip's maximum is 1), so a frame's level
 carries how much evidence it has; resolution (h, w) is the localiser's own.
@@ -53,7 +52,7 @@ def register(name: str) -> Callable:
 
 def available() -> list[str]:
     _load_builtin()
-    return sorted(_REGISTRY) + ["learned:<path>", "fusion-learned:<path>"]
+    return sorted(_REGISTRY) + ["learned:<path>"]
 
 
 def build_localiser(spec: str, **options) -> Localiser:
@@ -61,10 +60,6 @@ def build_localiser(spec: str, **options) -> Localiser:
     _load_builtin()
     if spec.startswith("learned:"):
         return LearnedLocaliser(spec[len("learned:"):], **options)
-    if spec.startswith("fusion-learned:"):
-        from binauralizer.localize.fusion import LearnedFusion
-
-        return LearnedFusion(spec[len("fusion-learned:"):], **options)
     if spec not in _REGISTRY:
         raise ValueError(f"unknown localiser {spec!r}; known: {available()}")
     return _REGISTRY[spec](**options)

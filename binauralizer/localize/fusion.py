@@ -68,33 +68,3 @@ class AddFusion(_Fusion):
 @register("fusion-max")
 class MaxFusion(_Fusion):
     how = "max"
-
-
-FUSION_LEARNED = "fusion-learned"  # method name: `fusion-learned:<checkpoint>` in build_localiser
-
-
-def fuse_learned(motion: np.ndarray, semantic: np.ndarray, learned: np.ndarray) -> np.ndarray:
-    """(T, h, w) equal-weight sum of the three per-clip normalised maps (on the finest grid).
-
-    Equal thirds, not tuned: the learned map knows this dataset's sounds and pictures, the semantic
-    map knows ImageNet's names for them, motion knows what moves with the sound; any one can be
-    wrong, and a sum lets two that agree outvote the third.
-    """
-    fused = fuse(motion, semantic, "add", 0.5)  # (semantic + motion) / 2, normalised
-    a, b = _same_grid(normalise_clip(learned), fused)
-    return normalise_clip(a / 3.0 + b * 2.0 / 3.0)
-
-
-class LearnedFusion(_Fusion):
-    """`fusion-add` plus the learned localiser's map (a `train_localizer` checkpoint), equal thirds."""
-
-    def __init__(self, model: str, grid: int = 56, **semantic_options):
-        from binauralizer.localize.base import LearnedLocaliser
-
-        super().__init__(grid=grid, **semantic_options)
-        self.learned = LearnedLocaliser(model)
-
-    def heatmaps(self, frames: np.ndarray, audio: np.ndarray) -> np.ndarray:
-        frames, audio = check_inputs(frames, audio)
-        return fuse_learned(self.motion.heatmaps(frames, audio), self.semantic.heatmaps(frames, audio),
-                            self.learned.heatmaps(frames, audio))

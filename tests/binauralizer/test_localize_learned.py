@@ -87,29 +87,3 @@ def test_learned_localiser_finds_the_sounding_object_among_distractors(tmp_path)
     accuracy = sounding_side_accuracy(out["model"], held_out)
     assert accuracy >= 0.72, f"sounding square chosen in {accuracy:.0%} of held-out clips (chance 50 %)"
 
-
-def test_fusion_learned_follows_two_maps_that_agree_over_one_that_does_not(tmp_path):
-    """fuse_learned: equal thirds, so a right-hand learned map and a right-hand motion map outvote a
-    left-hand semantic map (any two that agree place the source); a missing checkpoint is named."""
-    import pytest
-
-    from binauralizer.localize import build_localiser
-    from binauralizer.localize.fusion import fuse_learned
-    from binauralizer.localize.trajectory import track_positions
-
-    def blob(u, shape=(4, 6, 10)):
-        maps = np.zeros(shape, np.float32)
-        maps[:, 2:4, int(u * shape[2])] = 1.0
-        return maps
-
-    right, left = blob(0.8), blob(0.2)
-    def peak_u(maps):
-        return (maps.max(axis=1).argmax(axis=1) + 0.5) / maps.shape[2]
-
-    fused = fuse_learned(right, left, right)  # motion, semantic, learned
-    assert np.all(peak_u(fused) == 0.85) and np.all(track_positions(fused)[:, 0] > 0.6)
-    fused = fuse_learned(left, left, right)
-    assert np.all(peak_u(fused) == 0.25) and np.isclose(fused.max(), 1.0)
-    assert np.isclose(fused[0, 2, 8], 0.5)  # the lone opinion keeps half the weight: it is not erased
-    with pytest.raises(FileNotFoundError, match="nope.pt"):
-        build_localiser(f"fusion-learned:{tmp_path / 'nope.pt'}")
