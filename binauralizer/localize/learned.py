@@ -155,43 +155,73 @@ class LocalizerTrainConfig:
     frame_width: int = 288
     frames_per_clip: int = 8  # evenly spaced moments per clip used for training (features cached once)
     audio_jitter_s: float = 0.25  # each step's audio window moves up to this far from its frame (augmentation)
+    cache_mb: int = 2048  # pools whose cached moments fit are read once; larger ones are read per step
     seed: int = 0
     checkpoint_every: int = 50
 
 
-class _ClipCache:
-    """Per clip: `frames_per_clip` evenly spaced moments, their audio windows and, for a frozen
-    backbone, their backbone features, computed once (the backbone dominates the cost otherwise)."""
+def _moments(n_frames: int, frames_per_clip: int) -> np.ndarray:
+    """The evenly spaced frame indices a clip trains on."""
+    return np.unique(np.linspace(0, n_frames - 1, min(n_frames, max(1, frames_per_clip))).round().astype(int))
 
-    def __init__(self, clips, model: "AVCorrespondenceNet", frames_per_clip: int, jitter_s: float = 0.0, log=None):
-        self.audio, self.moments, self.visual, self.jitter_s = [], [], [], float(jitter_s)
-        for n, clip in enumerate(clips):
-            clip = clip.load() if hasattr(clip, "load") else clip
-            t = len(clip.frames)
-            picks = np.unique(np.linspace(0, t - 1, min(t, max(1, frames_per_clip))).round().astype(int))
-            self.audio.append(np.asarray(clip.audio, np.float32).reshape(-1))
-            self.moments.append((picks, t))
-            x = torch.from_numpy(np.ascontiguousarray(np.asarray(clip.frames)[picks])).permute(0, 3, 1, 2).float() / 255
-            if model.frozen_visual:
-                with torch.no_grad():
-                    x = torch.cat([model.backbone_features(x[i:i + 8]) for i in range(0, len(x), 8)])
-            self.visual.append(x)
-            if log and (n + 1) % 50 == 0:
-                log(f"learned localiser: cached {n + 1}/{len(clips)} clips")
+
+def _visual(model: "AVCorrespondenceNet", frames: np.ndarray) -> torch.Tensor:
+    """uint8 (n, H, W, 3) -> what the loss takes: backbone features (frozen backbone) or [0, 1] frames."""
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255
+    if not model.frozen_visual:
+        return x
+    with torch.no_grad():
+        return torch.cat([model.backbone_features(x[i:i + 8]) for i in range(0, len(x), 8)])
+
+
+class _ClipCache:
+    """Per clip: `frames_per_clip` evenly spaced moments and their audio; for a frozen backbone their
+    features are computed once (the backbone dominates the cost otherwise). Pools too big for
+    `cache_mb` (feature maps of every moment) are read per step instead: one moment per drawn clip,
+    its frame decoded alone (lazy clips stay lazy) and its features computed then."""
+
+    def __init__(self, clips, model: "AVCorrespondenceNet", frames_per_clip: int, jitter_s: float = 0.0,
+                 cache_mb: float = 2048, log=None):
+        self.clips, self.model, self.frames_per_clip, self.jitter_s = clips, model, frames_per_clip, float(jitter_s)
+        self.cached = None
+        if len(clips) * self._clip_mb(clips[0]) <= cache_mb:
+            self.cached = []
+            for n, clip in enumerate(clips):
+                clip = clip.load() if hasattr(clip, "load") else clip
+                t = len(clip.frames)
+                picks = _moments(t, frames_per_clip)
+                visual = _visual(model, np.stack([np.asarray(clip.frames[int(k)]) for k in picks]))
+                self.cached.append((np.asarray(clip.audio, np.float32).reshape(-1), picks, t, visual))
+                if log and (n + 1) % 100 == 0:
+                    log(f"learned localiser: cached {n + 1}/{len(clips)} clips")
+
+    def _clip_mb(self, clip) -> float:
+        """Cached size of one clip's moments (features, or frames for a trained backbone), MB."""
+        h, w = self.model.frame_size
+        per = 1280 * -(-h // 32) * -(-w // 32) if self.model.frozen_visual else 3 * h * w
+        return self.frames_per_clip * per * 4 / 1e6 * 1.5  # + the frames at their own size, roughly
 
     def __len__(self) -> int:
-        return len(self.audio)
+        return len(self.clips)
 
     def batch(self, rng: np.random.Generator, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """One (visual, audio window) moment from each of `batch_size` distinct clips (others are negatives)."""
         picks = rng.choice(len(self), size=min(batch_size, len(self)), replace=False)
         visual, windows = [], []
         for k in map(int, picks):
-            frames, t = self.moments[k]
-            j = int(rng.integers(len(frames)))
+            if self.cached is not None:
+                audio, moments, t, feats = self.cached[k]
+            else:
+                clip = self.clips[k]
+                clip = clip.load() if hasattr(clip, "load") else clip
+                audio, t = np.asarray(clip.audio, np.float32).reshape(-1), len(clip.frames)
+                moments, feats = _moments(t, self.frames_per_clip), None
+            j = int(rng.integers(len(moments)))
             shift = float(rng.uniform(-self.jitter_s, self.jitter_s))
-            visual.append(self.visual[k][j])
-            windows.append(_one_window(self.audio[k], t, int(frames[j]), shift))
+            visual.append(feats[j] if feats is not None else np.asarray(clip.frames[int(moments[j])]))
+            windows.append(_one_window(audio, t, int(moments[j]), shift))
+        if self.cached is None:
+            return _visual(self.model, np.stack(visual)), torch.from_numpy(np.stack(windows))
         return torch.stack(visual), torch.from_numpy(np.stack(windows))
 
 
@@ -224,7 +254,7 @@ def train_localizer(clips, out_dir: str, cfg: LocalizerTrainConfig = LocalizerTr
             opt.load_state_dict(state["optimizer"])
             start, history = int(state["step"]), list(state["history"])
     model.eval()  # frozen backbone: BatchNorm statistics stay ImageNet's
-    cache = _ClipCache(clips, model, cfg.frames_per_clip, cfg.audio_jitter_s, log) if start < cfg.steps else None
+    cache = _ClipCache(clips, model, cfg.frames_per_clip, cfg.audio_jitter_s, cfg.cache_mb, log) if start < cfg.steps else None
     model.train()
     if model.frozen_visual:
         model.backbone.eval()

@@ -87,3 +87,17 @@ def test_learned_localiser_finds_the_sounding_object_among_distractors(tmp_path)
     accuracy = sounding_side_accuracy(out["model"], held_out)
     assert accuracy >= 0.72, f"sounding square chosen in {accuracy:.0%} of held-out clips (chance 50 %)"
 
+
+
+def test_a_pool_too_big_for_the_cache_streams_the_same_training(tmp_path):
+    """cache_mb bounds the cached feature maps; above it each step reads its clips' moments itself
+    (one frame decoded per drawn clip, so lazy clips stay lazy) and trains the same steps."""
+    import dataclasses
+
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(2)
+    clips = [correspondence_clip(rng, k % K, fps=2.0)[0] for k in range(6)]
+    cfg = LocalizerTrainConfig(steps=3, batch_size=4, dim=16, frame_height=64, frame_width=96, frames_per_clip=2)
+    cached = train_localizer(clips, str(tmp_path / "cached"), cfg)["history"]
+    streamed = train_localizer(clips, str(tmp_path / "streamed"), dataclasses.replace(cfg, cache_mb=0))["history"]
+    assert np.allclose(cached, streamed, atol=1e-3), (cached, streamed)
