@@ -158,6 +158,7 @@ class LocalizerTrainConfig:
     cache_mb: int = 2048  # pools whose cached moments fit are read once; larger ones are read per step
     seed: int = 0
     checkpoint_every: int = 50
+    device: str = "cpu"  # cpu | cuda[:n]; not part of a checkpoint's identity (a run resumes on another device)
 
 
 def _moments(n_frames: int, frames_per_clip: int) -> np.ndarray:
@@ -170,8 +171,9 @@ def _visual(model: "AVCorrespondenceNet", frames: np.ndarray) -> torch.Tensor:
     x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255
     if not model.frozen_visual:
         return x
-    with torch.no_grad():
-        return torch.cat([model.backbone_features(x[i:i + 8]) for i in range(0, len(x), 8)])
+    device = model.mel.device
+    with torch.no_grad():  # cached on the CPU: a GPU's memory holds the model, not the pool
+        return torch.cat([model.backbone_features(x[i:i + 8].to(device)).cpu() for i in range(0, len(x), 8)])
 
 
 class _ClipCache:
@@ -225,6 +227,11 @@ class _ClipCache:
         return torch.stack(visual), torch.from_numpy(np.stack(windows))
 
 
+def _cpu(state: dict) -> dict:
+    """A state dict with CPU tensors: checkpoints load anywhere and are the same bytes from any device."""
+    return {k: v.detach().cpu() for k, v in state.items()}
+
+
 def _atomic_torch_save(obj, path: str) -> None:
     tmp = f"{path}.tmp{os.getpid()}"
     torch.save(obj, tmp)
@@ -243,13 +250,15 @@ def train_localizer(clips, out_dir: str, cfg: LocalizerTrainConfig = LocalizerTr
     os.makedirs(out_dir, exist_ok=True)
     torch.manual_seed(cfg.seed)
     kwargs = {"dim": cfg.dim, "visual": cfg.visual, "frame_size": (cfg.frame_height, cfg.frame_width)}
-    model = AVCorrespondenceNet(**kwargs)
+    device = torch.device(cfg.device)
+    model = AVCorrespondenceNet(**kwargs).to(device)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
     ckpt_path = os.path.join(out_dir, "checkpoint.pt")
+    identity = {k: v for k, v in asdict(cfg).items() if k != "device"}
     start, history = 0, []
     if os.path.exists(ckpt_path):
         state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        if state.get("config") == asdict(cfg):
+        if {k: v for k, v in state.get("config", {}).items() if k != "device"} == identity:
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
             start, history = int(state["step"]), list(state["history"])
@@ -261,6 +270,7 @@ def train_localizer(clips, out_dir: str, cfg: LocalizerTrainConfig = LocalizerTr
     for step in range(start, cfg.steps):
         rng = np.random.default_rng((cfg.seed, step))  # the batch is a function of (seed, step): exact resume
         visual, windows = cache.batch(rng, cfg.batch_size)
+        visual, windows = visual.to(device), windows.to(device)
         if model.frozen_visual:
             loss = model.loss(None, windows, features=visual)
         else:
@@ -272,12 +282,12 @@ def train_localizer(clips, out_dir: str, cfg: LocalizerTrainConfig = LocalizerTr
         if log and (step + 1) % 25 == 0:
             log(f"learned localiser: step {step + 1}/{cfg.steps} loss {np.mean(history[-25:]):.3f}")
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
-            _atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step + 1,
-                                "history": history, "config": asdict(cfg)}, ckpt_path)
+            _atomic_torch_save({"model": _cpu(model.state_dict()), "optimizer": opt.state_dict(), "step": step + 1,
+                                "history": history, "config": identity}, ckpt_path)
     model.eval()
     final = os.path.join(out_dir, "localizer.pt")
     _atomic_torch_save({"arch": f"{__name__}:AVCorrespondenceNet", "kwargs": kwargs,
-                        "state_dict": model.state_dict()}, final)
+                        "state_dict": _cpu(model.state_dict())}, final)
     with open(os.path.join(out_dir, "history.json.tmp"), "w") as fh:
         json.dump({"loss": history, "chance_loss": float(np.log(min(cfg.batch_size, len(clips))))}, fh)
     os.replace(os.path.join(out_dir, "history.json.tmp"), os.path.join(out_dir, "history.json"))
