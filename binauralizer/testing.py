@@ -134,7 +134,7 @@ def paper_tiny_model_path() -> str:
     """The tiny U-Net trained on PseudoBinaural's own recipe, cached apart from the default one."""
     import dataclasses
 
-    cfg = dataclasses.replace(TINY, target="paper", input="downmix", background="black", hrir="kemar",
+    cfg = dataclasses.replace(TINY, target="paper", input="downmix", background="black", hrir="kemar", lr_fusion=2e-3,
                               heatmap=False, mask_range=1.0, cue_weight=0.0, own_frame_prob=0.0, align=False,
                               ratio_target=False)
     return tiny_model_path(os.path.join(tempfile.gettempdir(), "binauralvgg-tiny-unet-paper"), cfg)

@@ -31,7 +31,7 @@ class TrainUNetParams(Params):
     batch_size: int = 16  # global batch (split over DDP workers); changes results, so fingerprinted
     lr_visual: float = 5e-5
     lr_audio: float = 2e-3
-    lr_fusion: float = 2e-3
+    lr_fusion: float = 5e-3  # the heatmap / visual FiLM layers start at zero and must move fast
     weight_decay: float = 5e-4
     lr_decay: float = 0.94
     decay_every: int = 0  # steps between x lr_decay; 0 = constant

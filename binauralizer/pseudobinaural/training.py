@@ -103,7 +103,7 @@ def rows_digest(rows: list[dict], columns: tuple[str, ...]) -> str:
 
 
 # The tiny configuration (sample run, tests); the paper scale lives in configs/binauralvggsound.yaml.
-TINY = TrainConfig(steps=150, batch_size=16, width=0.125, frame_size=(112, 224), lr_audio=2e-3, lr_fusion=2e-3,
+TINY = TrainConfig(steps=150, batch_size=16, width=0.125, frame_size=(112, 224), lr_audio=2e-3, lr_fusion=5e-3,
                    checkpoint_every=50)
 
 
