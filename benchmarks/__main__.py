@@ -16,7 +16,7 @@ import time
 import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ORDER = ["bench_pipeline", "bench_quality", "bench_render", "bench_localize", "bench_unet", "eval_spatial", "bench_shards",
+ORDER = ["bench_pipeline", "bench_quality", "bench_render", "bench_localize", "bench_train_localizer", "bench_unet", "eval_spatial", "bench_shards",
          "bench_trainer", "bench_scale"]
 
 

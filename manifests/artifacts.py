@@ -72,6 +72,16 @@ def model() -> str:
     return f"{WORK}/train_unet/model.pt"
 
 
+def localizer_dir() -> str:
+    """train_localizer's folder: checkpoint.pt, history.json, loss_curve.png, train_summary.json."""
+    return f"{WORK}/train_localizer"
+
+
+def localizer_model() -> str:
+    """The learned localiser that localize (method learned / fusion-learned, no checkpoint) loads."""
+    return f"{localizer_dir()}/localizer.pt"
+
+
 def resolve(out: str, rel: str) -> str:
     return os.path.join(out, rel)
 

@@ -34,7 +34,7 @@ STAGE_COLUMNS: dict[str, tuple[str, ...]] = {
     ),
     "localize": (
         "loc_method", "az_mean_deg", "az_start_deg", "az_end_deg", "el_mean_deg", "loc_confidence", "loc_centre_pull",
-        "heatmap_path", "spatial_path", "traj_path",
+        "loc_model", "heatmap_path", "spatial_path", "traj_path",
     ),
     "convert": ("conversion_mode", "binaural_path"),
     "validate": (

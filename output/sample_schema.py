@@ -101,6 +101,7 @@ JSON_FIELDS: tuple[Field, ...] = (
         Field("method", "string", "the localiser that produced the trajectory"),
         Field("confidence", "float64", "the localiser's confidence, 0 to 1"),
         Field("centre_pull", "float64", "mean share of the position low confidence gave to the picture centre, 0 to 1"),
+        Field("model", "string", "the learned localiser's content digest (sha256:...), null for weight-free methods"),
     )),
     Field("media", "struct", "how the media members were written", (
         Field("video", "string", "copy (stream-copied from a keyframe) or encode (re-encoded H.264); null without mp4"),

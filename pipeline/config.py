@@ -143,6 +143,10 @@ def load_config(path: str | None, overrides: dict | None = None) -> Config:
     for name in [*run.stages, *(n for n in stages_data if n not in run.stages)]:  # every given section is checked
         params[name] = stage_class(name).params_from(stages_data.get(name))
     params = {name: params[name] for name in run.stages}
+    for name in run.stages:  # checks that need the run's stage list (a model trained by an earlier stage)
+        check = getattr(stage_class(name), "check_run", None)
+        if check is not None:
+            check(params[name], list(run.stages))
     return Config(run=run, executor=executor, dataset=dataset, stage_params=params, spatial=spatial,
                   source=path or "")
 

@@ -108,6 +108,7 @@ class Runner:
             os.makedirs(self.out, exist_ok=True)
             with RunLock(self.out):
                 self.remote.pull()
+            self._refingerprint(plans, preflight)  # models trained earlier (localize's digest) are here only now
         fresh = self._check_identity(manifest)
         self._check_selection(plans, chunks, fresh)
         os.makedirs(self.out, exist_ok=True)  # nothing is written before every check above has passed
@@ -142,6 +143,8 @@ class Runner:
                 counter = f"stage {index + 1} of {len(plans)}: {plan.name}"
                 if plan.selected:
                     self._run_stage(plan, plans[index - 1] if index else None, chunks, counter)
+                    if plan.kind == "global":  # later settings may name what it wrote (localize: the model)
+                        self._refingerprint(plans, preflight)
                 elif not self._stage_complete(plan, plans[index - 1] if index else None, chunks):
                     if any(p.selected for p in plans[index + 1 :]):
                         raise ConfigError(
@@ -194,6 +197,13 @@ class Runner:
             selected = (name == self.req.only) if self.req.only else i >= first
             plans.append(StagePlan(name, stage, stage.kind, stage_fp[name], measure_fp[name], selected))
         return plans
+
+    def _refingerprint(self, plans: list[StagePlan], preflight: dict) -> None:
+        """Fingerprints again, after a global stage wrote its files: a later stage whose settings
+        include a digest of them (localize's learned model) reruns exactly when they changed."""
+        measure_fp, stage_fp = stage_fingerprints([p.stage for p in plans], self.config.run.chunk_size, preflight)
+        for p in plans:
+            p.measure_fp, p.fingerprint = measure_fp[p.name], stage_fp[p.name]
 
     def _chunks(self, manifest: InputManifest) -> list[list[dict]]:
         size = self.config.run.chunk_size
@@ -376,7 +386,11 @@ class Runner:
         plan.stage.progress = progress
         plan.stage.commit = StageCommit(self) if self.remote else None
         try:
-            measured = plan.stage.run_global(flat)
+            if getattr(plan.stage, "on_actor", False):  # on a worker of the executor (train_localizer)
+                spec = StageSpec(plan.name, plan.stage.params, self.ctx)
+                measured = self._executor_for().run_global(spec, flat, progress)
+            else:
+                measured = plan.stage.run_global(flat)
         finally:
             plan.stage.progress = None
             plan.stage.commit = None

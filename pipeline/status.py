@@ -122,10 +122,10 @@ def format_status(report: dict) -> str:
         lines.append(f"input: {report['input']['input']} ({report['input']['rows']} rows, "
                      f"{report['input']['rejected']} rejected)")
     if report["stages"]:
-        lines.append(f"{'stage':<12}{'chunks done':>12}{'pending':>9}{'stale':>7}{'kept':>8}{'dropped':>9}{'failed':>8}")
+        lines.append(f"{'stage':<16}{'chunks done':>12}{'pending':>9}{'stale':>7}{'kept':>8}{'dropped':>9}{'failed':>8}")
     for name, s in report["stages"].items():
         lines.append(
-            f"{name:<12}{str(s['done']) + '/' + str(s['chunks']):>12}{s['pending']:>9}{s['stale']:>7}{s['kept']:>8}"
+            f"{name:<16}{str(s['done']) + '/' + str(s['chunks']):>12}{s['pending']:>9}{s['stale']:>7}{s['kept']:>8}"
             f"{sum(s['dropped'].values()):>9}{sum(s['failed'].values()):>8}"
         )
     if report.get("last_log"):

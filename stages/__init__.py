@@ -14,6 +14,7 @@ REGISTRY: dict[str, str] = {
     "duration": "stages.duration:DurationStage",
     "silence": "stages.silence:SilenceStage",
     "quality": "stages.quality:QualityStage",
+    "train_localizer": "stages.train_localizer:TrainLocalizerStage",
     "localize": "stages.localize:LocalizeStage",
     "train_unet": "stages.train_unet:TrainUNetStage",
     "convert": "stages.convert:ConvertStage",

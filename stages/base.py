@@ -153,6 +153,8 @@ class Stage:
       spatial_keys   -- the run-level `spatial:` settings it uses (part of its fingerprint)
       kind           -- "task" (CPU, a chunk per Ray task), "actor" (model loaded once per
                         actor, batches across chunks) or "global" (sees all kept rows at once)
+      check_run      -- optional classmethod (params, run_stages): config-time checks that need the
+                        run's stage list (localize's learned model needs train_localizer before it)
     """
 
     name: ClassVar[str] = ""
@@ -164,6 +166,9 @@ class Stage:
     writes: ClassVar[tuple[str, ...]] = ()
     spatial_keys: ClassVar[tuple[str, ...]] = ()
     kind: ClassVar[str] = "task"
+    # A global stage that trains on a worker of the executor (a Ray actor with its resources) rather
+    # than on the driver: train_localizer. Its progress reaches the driver through the executor.
+    on_actor: ClassVar[bool] = False
     # Set by the runner while a global stage runs: progress(done, total, unit, **values), e.g. training steps.
     progress: Any = None
     # Set by the runner while a global stage runs on an object-store OUT: commit(paths, prune=()) uploads
@@ -247,6 +252,29 @@ class Stage:
     def decision_settings(self) -> dict[str, Any]:
         d = dataclasses.asdict(self.params)
         return {k: d[k] for k in self.decision_keys if k in d}
+
+
+_DIGESTS: dict = {}
+
+
+def file_digest(path: str) -> str:
+    """sha256 of a file ('absent' when there is none), cached by (path, size, mtime): the identity of a
+    model an earlier stage trained, for the settings of the stages that load it."""
+    import hashlib
+    import os
+
+    try:
+        st = os.stat(path)
+    except OSError:
+        return "absent"
+    key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        _DIGESTS[key] = h.hexdigest()
+    return _DIGESTS[key]
 
 
 # Settings that change where/how fast a stage runs, never its results: excluded from fingerprints.

@@ -22,7 +22,7 @@ from manifests.io import atomic_save_npy
 from stages.base import RunContext, StageError
 
 __all__ = ["atomic_save_npy", "ingest_dir", "load_audio", "load_frames", "save_frames", "has_media",
-           "artifact", "read_artifact"]
+           "artifact", "read_artifact", "WindowFrames"]
 
 
 def ingest_dir(ctx: RunContext, source_id: str) -> str:
@@ -129,3 +129,26 @@ def read_artifact(ctx: RunContext, row: dict, column: str, width: int | None = N
     if width is not None and (array.ndim != 2 or array.shape[1] != width):
         raise StageError(f"{os.path.basename(path)} has shape {tuple(array.shape)}, expected (T, {width})")
     return array
+
+
+class WindowFrames:
+    """The frames of a clip's window as a lazy sequence: `len()` reads no pixels, `[t]` decodes one
+    frame (a trainer drawing one frame per clip never decodes the other 79 of a 10 s clip)."""
+
+    def __init__(self, ctx: RunContext, row: dict):
+        self.frames = _frames(ctx, row.get("source_id") or row["clip_id"])
+        fps = float(row.get("frame_fps") or 8.0)
+        self.start = int(round(int(row.get("window_start") or 0) / ctx.sample_rate * fps))
+        n = row.get("window_samples")
+        available = max(0, int(self.frames.shape[0]) - self.start)
+        self.count = available if n is None or n != n else int(round(int(n) / ctx.sample_rate * fps))
+        self.last = self.start + max(0, min(self.count, available) - 1)  # a short stream repeats its last frame
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, t: int) -> np.ndarray:
+        if not 0 <= t < self.count:
+            raise IndexError(f"frame {t} outside the window's {self.count}")
+        i = min(self.start + int(t), self.last)
+        return np.asarray(self.frames[i : i + 1])[0]

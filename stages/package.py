@@ -264,7 +264,8 @@ class PackageStage(Stage):
             "conversion_mode": row.get("conversion_mode"),
             "spatial_metrics": {c: row.get(c) for c in METRIC_COLUMNS},
             "trajectory": {**trajectory_summary(traj, fps), "method": row.get("loc_method"),
-                           "confidence": row.get("loc_confidence"), "centre_pull": row.get("loc_centre_pull")},
+                           "confidence": row.get("loc_confidence"), "centre_pull": row.get("loc_centre_pull"),
+                           "model": row.get("loc_model")},
         }
 
     def fingerprint(self, row: dict, video: str | None = None) -> str:

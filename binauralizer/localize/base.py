@@ -12,6 +12,7 @@ Names understood by `build_localiser`:
   "motion"             weight-free: motion energy x audio-envelope correlation (motion.py)
   "semantic"           YAMNet tags x ImageNet MobileNetV2 class activation maps (semantic.py)
   "semantic+motion"    the motion map re-weighted by the semantic map (base.combine)
+  "fusion-learned"     learned + semantic + motion, per-frame normalised and added (checkpoint=...)
   "learned:<path>"     a local checkpoint (TorchScript, or a state dict with its architecture)
 
 Heatmap values are in [0, 1] and normalised per clip (the clip's maximum is 1), so a frame's level
@@ -66,7 +67,7 @@ def build_localiser(spec: str, **options) -> Localiser:
 
 def _load_builtin() -> None:
     """Import the built-in localisers so their @register lines run (lazily: torch/onnx are heavy)."""
-    for module in ("motion", "semantic", "fusion"):
+    for module in ("motion", "semantic", "fusion", "fusion_learned"):
         importlib.import_module(f"binauralizer.localize.{module}")
 
 

@@ -100,5 +100,12 @@ class Executor:
     def map_batches(self, spec: StageSpec, kind: str, batches: list[list[dict]]) -> Iterator[tuple[int, list[dict]]]:
         raise NotImplementedError
 
+    def run_global(self, spec: StageSpec, rows: list[dict], progress=None) -> list[dict]:
+        """A global stage that asks for a worker (`Stage.on_actor`, e.g. train_localizer): its
+        run_global over every kept row, reporting through `progress`. Here: in this process."""
+        stage = spec.build()
+        stage.progress = progress
+        return stage.run_global(rows)
+
     def close(self) -> None:
         pass

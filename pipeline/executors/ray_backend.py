@@ -8,6 +8,8 @@
   retried row by row, and a row that kills a worker on its own `max_attempts` times becomes a failed row
   with the reason (a bounded number of attempts, never a loop).
 * `clip_timeout_s`: a clip measured longer than this fails with "timed out" (an alarm in the worker).
+* global stages that ask for a worker (`on_actor`: train_localizer) run on one actor with the stage's
+  `num_cpus` / `num_gpus`; the driver polls its progress (steps, loss) while it trains.
 """
 
 from __future__ import annotations
@@ -32,6 +34,24 @@ class _StageActor:
 
     def measure(self, rows: list[dict]) -> list[dict]:
         return tagged(measure_safely(self.stage, rows, self.timeout))
+
+
+class _GlobalActor:
+    """One global stage on a worker; a second thread answers `progress` while `run` trains."""
+
+    def __init__(self, spec: StageSpec):
+        self.stage = spec.build()
+        self.last = None
+        self.stage.progress = self._record
+
+    def _record(self, done: int, total: int, unit: str = "clip", **values) -> None:
+        self.last = (done, total, unit, values)
+
+    def run(self, rows: list[dict]) -> list[dict]:
+        return self.stage.run_global(rows)
+
+    def progress(self):
+        return self.last
 
 
 class RayExecutor(Executor):
@@ -73,6 +93,32 @@ class RayExecutor(Executor):
             yield from self._actor_pool(spec, res, batches)
         else:
             yield from self._tasks(spec, res, batches)
+
+    def run_global(self, spec: StageSpec, rows: list[dict], progress=None) -> list[dict]:
+        ray = self._ray
+        res = _stage_cls(spec)(spec.params, spec.ctx).resources()
+        if res.gpus > self.cluster_gpus:
+            raise RuntimeError(f"stage {spec.name} asks for num_gpus={res.gpus} on its actor but the Ray cluster has "
+                               f"{self.cluster_gpus} GPUs; set stages.{spec.name}.num_gpus: 0 to run on CPU")
+        actor = ray.remote(_GlobalActor).options(num_cpus=res.cpus, num_gpus=res.gpus, max_restarts=0,
+                                                 max_concurrency=2).remote(spec)
+        try:
+            ref = actor.run.remote(rows)
+            seen = None
+            while True:
+                ready, _ = ray.wait([ref], timeout=1.0)
+                if progress is not None:
+                    last = ray.get(actor.progress.remote())
+                    if last is not None and last != seen:
+                        seen = last
+                        progress(last[0], last[1], last[2], **last[3])
+                if ready:
+                    return ray.get(ref)
+        except ray.exceptions.RayActorError as exc:
+            raise RuntimeError(f"{spec.name}: its worker died ({str(exc).splitlines()[0][:200]}); run the same "
+                               "command again: it resumes from its last checkpoint") from None
+        finally:
+            ray.kill(actor)
 
     def close(self) -> None:
         if self._started and self._ray.is_initialized():

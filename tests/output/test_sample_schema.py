@@ -46,5 +46,6 @@ def test_features_declare_every_member_and_field():
     assert set(features["json"]["quality"]) == {"backend", *S.QUALITY_SCORES}
     rows = S.field_rows()
     assert ("spatial_metrics.itd_ms", "float64", "mean |interaural time difference|, ms") in rows
-    assert len(rows) == 52
+    assert len(rows) == 53
     assert any(name.endswith("centre_pull") for name, _, _ in rows)  # how much low confidence pulled to the centre
+    assert any(name == "trajectory.model" for name, _, _ in rows)  # which learned localiser placed the source

@@ -2,6 +2,7 @@
 
     python killpoint.py marker:convert:2 build --config ...   # after convert's 2nd completion marker
     python killpoint.py tar:25 build --config ...             # as the shard writer adds its 25th tar member
+    python killpoint.py replace:checkpoint.pt:1 build ...     # after the 1st rename onto a checkpoint.pt
 
 A real SIGKILL of the driver (no cleanup, no finally, no atexit: the kernel ends the process), at a
 moment chosen by the code's own progress rather than by a timer, so the kill lands in the same place
@@ -48,6 +49,17 @@ def arm(point: str) -> None:
             return add(self, *a, **kw)
 
         tarfile.TarFile.addfile = counted_add
+    elif kind == "replace":  # after the n-th atomic rename onto a file of that name (a training checkpoint)
+        name, n, replace, count = args[0], int(args[1]), os.replace, [0]
+
+        def counted_replace(src, dst, *a, **kw):
+            replace(src, dst, *a, **kw)
+            if os.path.basename(str(dst)) == name:
+                count[0] += 1
+                if count[0] == n:
+                    _die()
+
+        os.replace = counted_replace
     else:
         raise SystemExit(f"unknown kill point {point!r}")
 

@@ -127,3 +127,20 @@ def test_preflight_names_the_hrir_set():
 def test_bad_settings_are_config_errors(section, key):
     with pytest.raises(ConfigError, match=f"stages.convert.{key}"):
         ConvertStage.params_from(section)
+
+
+def test_a_retrained_unet_is_a_new_measurement_identity(tmp_path):
+    """mode unet: the model's digest is a setting, so a U-Net retrained on other clips never reuses
+    binaural audio cached from the old one; the other modes do not depend on it."""
+    import os
+
+    ctx = RunContext(out=str(tmp_path))
+    unet = ConvertStage(ConvertStage.params_from({"mode": "unet"}), ctx)
+    direct = ConvertStage(ConvertStage.params_from({"mode": "direct"}), ctx)
+    assert unet.measure_settings()["model_sha256"] == "absent" and "model_sha256" not in direct.measure_settings()
+    path = tmp_path / "work" / "train_unet" / "model.pt"
+    os.makedirs(path.parent)
+    path.write_bytes(b"one model")
+    first = unet.measure_settings()["model_sha256"]
+    path.write_bytes(b"another model")
+    assert unet.measure_settings()["model_sha256"] not in (first, "absent")

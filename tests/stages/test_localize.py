@@ -110,8 +110,8 @@ def test_a_clip_without_intermediates_fails_alone(localized):
 def test_params_are_checked_before_any_work(tmp_path):
     with pytest.raises(ConfigError, match="method"):
         LocalizeStage.params_from({"method": "clip"})
-    with pytest.raises(ConfigError, match="needs a local checkpoint"):
-        LocalizeStage.params_from({"method": "learned"})
+    # learned without a checkpoint: the run's train_localizer model (checked with run.stages, test_train_localizer)
+    assert LocalizeStage.params_from({"method": "learned"}).checkpoint is None
     with pytest.raises(ConfigError, match="grid"):
         LocalizeStage.params_from({"grid": 2})
     with pytest.raises(ConfigError, match=r"stages.localize.fov_deg: unknown setting"):
