@@ -280,7 +280,7 @@ def unet_models(scene_ids=None, localiser: str = "motion", traj_options: dict | 
     factory = functools.partial(_localised_scenes, ids, localiser, opts)
     key = json.dumps({"scenes": ids, "localiser": localiser, "trajectory": opts}, sort_keys=True)
     # a cache of its own: the shared tiny-model cache is pruned by any checkout with other code
-    own = os.path.join(tempfile.gettempdir(), "binauralvgg-eval-spatial-unet")
+    own = os.path.join(tempfile.gettempdir(), "binauralvgg-eval-spatial-unet-transductive")
     return {"unet": tiny_model_path(own, pool_factory=factory, pool_key=key), "paper": paper_tiny_model_path()}
 
 
