@@ -18,6 +18,19 @@ the input, not space. Rows: mono (L = R), centre (rendered straight ahead), orac
 through the default KEMAR head: the floor a perfect localiser reaches without the test head),
 every localiser's trajectory rendered `direct`, and every conversion mode with the default
 localiser (`paper` = the U-Net trained on the paper's first-order targets).
+
+The learned localiser (binauralizer.localize.learned, EZ-VSL style) is trained label-free, as the
+pipeline's train_localizer stage does, on these scenes' own clips (mono audio + frames, no
+positions). `learned (transductive)` is trained on all 28 scenes and scored on the same 28: what
+the pipeline does on a dataset, but it has seen the scenes it is scored on (without their labels).
+`learned (held-out)` is two-fold: trained on the even scenes and scored on the odd ones, and the
+other way round, so every scene is scored by a model that never saw it; its figures cover the same
+28 scenes as `fusion-add`'s and compare with them directly. `fusion-learned` = the localize stage's
+method of that name: the mean of the per-frame normalised learned, semantic and motion maps
+(binauralizer.localize.fusion_learned.fuse_frames).
+Its training curves (InfoNCE loss per step against chance, log of the batch size) are in
+benchmarks/learned_localiser_curve.png / .json; the s per clip of the learned rows exclude training
+(its seconds are in the setup row).
 """
 
 from __future__ import annotations
@@ -117,15 +130,22 @@ class Methods:
     """Builds every row's prediction for a scene; localiser maps are computed once and shared."""
 
     def __init__(self, localisers=LOCALISERS, default_localiser: str = "motion", unet_models: dict | None = None,
-                 traj_options: dict | None = None):
+                 traj_options: dict | None = None, learned: dict | None = None):
         from binauralizer.localize import build_localiser
+
+        # learned: {"all": checkpoint trained on every scene, 0: trained on the odd scenes (scores the
+        # even ones), 1: trained on the even scenes (scores the odd ones)}
+        self.learned = {k: build_localiser(f"learned:{v}") for k, v in (learned or {}).items()}
+        if self.learned:
+            localisers = tuple(localisers) + LEARNED_ROWS
 
         self.default_localiser = default_localiser
         self.traj_options = dict(traj_options or {})
         self.base = {name: build_localiser(name) for name in ("motion-centroid", "motion", "semantic")
                      if name in localisers or name == default_localiser}
         self.extra = {name: build_localiser(name) for name in localisers
-                      if name not in self.base and name not in ("semantic+motion", "fusion-add", "fusion-max")}
+                      if name not in self.base and name not in ("semantic+motion", "fusion-add", "fusion-max")
+                      and name not in LEARNED_ROWS}
         self.localisers = tuple(localisers)
         self.unets = {}
         for row, path in (unet_models or {}).items():
@@ -134,9 +154,10 @@ class Methods:
             self.unets[row] = UNetConverter.from_file(path, batch_size=16)
         self.seconds = {name: [] for name in self.localisers}
 
-    def heatmaps(self, sc) -> dict:
+    def heatmaps(self, sc, index: int | None = None) -> dict:
         from binauralizer.localize.base import combine
         from binauralizer.localize.fusion import fuse
+        from binauralizer.localize.fusion_learned import fuse_frames
 
         maps, took = {}, {}
         for name, loc in {**self.base, **self.extra}.items():
@@ -151,15 +172,27 @@ class Methods:
                 t0 = time.process_time()
                 maps[name] = make()
                 took[name] = both + time.process_time() - t0
+        if self.learned:
+            both = took["motion"] + took["semantic"]
+            for row, key in (("transductive", "all"), ("held-out", None if index is None else index % 2)):
+                if key not in self.learned:
+                    continue
+                t0 = time.process_time()
+                maps[f"learned ({row})"] = self.learned[key].heatmaps(sc.frames, sc.mono)
+                took[f"learned ({row})"] = time.process_time() - t0
+                t0 = time.process_time()
+                maps[f"fusion-learned ({row})"] = fuse_frames(maps[f"learned ({row})"], maps["semantic"],
+                                                              maps["motion"])
+                took[f"fusion-learned ({row})"] = both + took[f"learned ({row})"] + time.process_time() - t0
         for name in self.localisers:
             self.seconds[name].append(took[name])
         return maps
 
-    def predictions(self, sc) -> dict[str, np.ndarray]:
+    def predictions(self, sc, index: int | None = None) -> dict[str, np.ndarray]:
         from binauralizer.localize.trajectory import trajectory_from_heatmaps
         from binauralizer.pseudobinaural.conversion import ClipInput
 
-        maps = self.heatmaps(sc)
+        maps = self.heatmaps(sc, index)
         trajs = {name: trajectory_from_heatmaps(m, **self.traj_options) for name, m in maps.items()}
         true = np.stack([sc.az_deg, sc.el_deg, np.ones_like(sc.az_deg)], 1)
         out = {"mono": np.repeat(sc.mono[None], 2, axis=0), "centre": render(sc, np.zeros_like(true)),
@@ -185,11 +218,12 @@ class _Meta:
 _WORKER: dict = {}
 
 
-def _init_worker(localiser: str, models: dict, traj_options: dict | None = None) -> None:
+def _init_worker(localiser: str, models: dict, traj_options: dict | None = None, learned: dict | None = None) -> None:
     import torch
 
     torch.set_num_threads(1)
-    _WORKER["methods"] = Methods(default_localiser=localiser, unet_models=models, traj_options=traj_options)
+    _WORKER["methods"] = Methods(default_localiser=localiser, unet_models=models, traj_options=traj_options,
+                                 learned=learned)
 
 
 def _score_one(i: int) -> tuple[_Meta, dict, dict]:
@@ -197,12 +231,13 @@ def _score_one(i: int) -> tuple[_Meta, dict, dict]:
     methods = _WORKER["methods"]
     sc = spatial_scenes.scene(i)
     ref = truth(sc)
-    scores = {name: score_scene(pred, ref, sc) for name, pred in methods.predictions(sc).items()}
+    scores = {name: score_scene(pred, ref, sc) for name, pred in methods.predictions(sc, i).items()}
     return _Meta(sc), scores, {name: secs[-1] for name, secs in methods.seconds.items()}
 
 
 def evaluate(scene_ids=None, default_localiser: str = "motion", unet_models: dict | None = None,
-             workers: int = 1, progress: bool = True, traj_options: dict | None = None) -> dict:
+             workers: int = 1, progress: bool = True, traj_options: dict | None = None,
+             learned: dict | None = None) -> dict:
     """All rows on the scenes; `workers` processes share them (each loads the models once)."""
     from concurrent.futures import ProcessPoolExecutor
     import multiprocessing
@@ -212,7 +247,7 @@ def evaluate(scene_ids=None, default_localiser: str = "motion", unet_models: dic
     seconds: dict[str, list] = {}
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max(1, workers), mp_context=ctx, initializer=_init_worker,
-                             initargs=(default_localiser, unet_models or {}, traj_options)) as pool:
+                             initargs=(default_localiser, unet_models or {}, traj_options, learned)) as pool:
         for k, (meta, scores, took) in enumerate(pool.map(_score_one, scene_ids)):
             for name, s in scores.items():
                 per_method.setdefault(name, []).append((meta, s))
@@ -232,6 +267,17 @@ def markdown(result: dict, default_row: str) -> str:
              f"{d['side_static_distractor']:.0%} on static sources among moving distractors, Spearman "
              f"{d['spearman_moving']:.2f} on moving scenes, median |dITD| {d['itd_err_us']:.0f} us, |dILD| "
              f"{d['ild_err_db']:.2f} dB (mono {result['mono']['ild_err_db']:.2f} dB).**", ""]
+    if "localiser fusion-learned (held-out)" in result and "localiser fusion-add" in result:
+        def brief(row):
+            r = result[f"localiser {row}"]
+            return (f"{row} side {r['side']:.0%} / static among distractors {r['side_static_distractor']:.0%} / "
+                    f"Spearman {r['spearman_moving']:.2f} / |dITD| {r['itd_err_us']:.0f} us")
+
+        lines += ["Learned localiser (trained without labels on these scenes' clips; `transductive` = scored on "
+                  "the scenes it was trained on, `held-out` = two-fold, scored on scenes it never saw): "
+                  + "; ".join(brief(r) for r in ("fusion-add", "learned (transductive)",
+                                                 "fusion-learned (transductive)", "learned (held-out)",
+                                                 "fusion-learned (held-out)")) + ".", ""]
     cols = ["side", "side_static_distractor", "spearman_moving", "itd_err_us", "ild_err_db", "stft_distance",
             "envelope_distance", "seconds_per_clip"]
     lines += ["| method | side | side, static among distractors | Spearman ILD~az (moving) | median abs dITD (us) "
@@ -290,6 +336,73 @@ def _localised_scenes(ids, localiser, opts):
     return localised_pool(_scene_clips(ids), localiser, **opts)
 
 
+LEARNED_ROWS = ("learned (transductive)", "fusion-learned (transductive)", "learned (held-out)",
+                "fusion-learned (held-out)")
+CURVE = os.path.join(ROOT, "benchmarks", "learned_localiser_curve")
+
+
+def train_learned(scene_ids=None, cfg=None) -> tuple[dict, dict]:
+    """Train the learned localiser label-free on the scenes' clips: on all of them (transductive) and
+    two-fold (even / odd halves). Returns ({"all", 0, 1: checkpoint}, training facts) and writes the
+    training curves to benchmarks/learned_localiser_curve.{png,json}."""
+    import json
+    import tempfile
+
+    import torch
+
+    from binauralizer.localize.learned import LocalizerTrainConfig, train_localizer
+    from binauralizer.pseudobinaural.pseudo_pairs import SourceClip
+
+    torch.set_num_threads(1)
+    cfg = cfg or LocalizerTrainConfig(steps=200, frames_per_clip=8)
+    ids = list(range(spatial_scenes.n_scenes())) if scene_ids is None else list(scene_ids)
+    clips = {}
+    for i in ids:  # only the moments training uses are kept (8 of 80 frames)
+        sc = spatial_scenes.scene(i)
+        clips[i] = SourceClip(sc.scene_id, sc.mono, sc.frames, sc.fps)
+    out_root = tempfile.mkdtemp(prefix="binauralvgg-eval-spatial-learned-")
+    folds = {"all": ids, 0: [i for i in ids if i % 2 == 1], 1: [i for i in ids if i % 2 == 0]}
+    models, curves, seconds = {}, {}, {}
+    for key, train_ids in folds.items():
+        t0 = time.process_time()
+        out = train_localizer([clips[i] for i in train_ids], os.path.join(out_root, str(key)), cfg,
+                              log=lambda m: print(f"  eval_spatial: {m}", flush=True))
+        seconds[str(key)] = time.process_time() - t0
+        models[key] = out["model"]
+        curves[{"all": f"all {len(train_ids)} scenes (transductive)", 0: "odd scenes (scores the even)",
+                1: "even scenes (scores the odd)"}[key]] = {
+            "loss": out["history"], "chance_loss": float(np.log(min(cfg.batch_size, len(train_ids)))),
+            "clips": len(train_ids)}
+    from dataclasses import asdict
+
+    with open(CURVE + ".json", "w") as fh:
+        json.dump({"config": asdict(cfg), "curves": curves}, fh)
+    _plot_curves(curves, CURVE + ".png")
+    facts = {"config": asdict(cfg), "train_cpu_s": {k: round(v, 1) for k, v in seconds.items()},
+             "final_loss": {k: round(float(np.mean(c["loss"][-20:])), 3) for k, c in curves.items()},
+             "chance_loss": {k: round(c["chance_loss"], 3) for k, c in curves.items()}}
+    return models, facts
+
+
+def _plot_curves(curves: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    for (name, c), colour in zip(curves.items(), ("C0", "C1", "C2")):
+        ax.plot(c["loss"], color=colour, lw=1, label=f"trained on {name}")
+        ax.axhline(c["chance_loss"], color=colour, ls="--", lw=0.8)
+    ax.set_xlabel("step")
+    ax.set_ylabel("InfoNCE loss (dashed: chance, log batch)")
+    ax.set_title("learned localiser, label-free on the eval_spatial scenes")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, metadata={"Software": None})
+    plt.close(fig)
+
+
 def run(scene_ids=None) -> dict:
     missing = spatial_scenes.missing_packages()
     if missing:
@@ -297,15 +410,17 @@ def run(scene_ids=None) -> dict:
     mode, localiser = default_recipe()
     workers = int(os.environ.get("EVAL_SPATIAL_WORKERS", "3"))
     traj_options = trajectory_options()
+    learned, training = train_learned(scene_ids)
     result = evaluate(scene_ids, localiser, unet_models(scene_ids, localiser, traj_options), workers=workers,
-                      traj_options=traj_options)
+                      traj_options=traj_options, learned=learned)
     default_row = f"conversion {mode}"
     result = {k: result[k] for k in result}
     result["markdown"] = markdown(result, default_row)
     result["setup"] = {"scenes": len(scene_ids) if scene_ids is not None else spatial_scenes.n_scenes(),
                        "test_hrir": TEST_HRIR, "render_hrir": DEFAULT_HRIR, "default_recipe": default_row,
                        "default_localiser": localiser, "trajectory": traj_options, "frame_s": FRAME_S, "worker_processes": workers,
-                       "seconds_per_clip": "CPU seconds (process time) of the heatmaps, one torch thread"}
+                       "seconds_per_clip": "CPU seconds (process time) of the heatmaps, one torch thread",
+                       "learned_training": training}
     return result
 
 

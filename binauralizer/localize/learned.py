@@ -46,10 +46,11 @@ class AVCorrespondenceNet(nn.Module):
         self.visual_kind, self.frame_size, self.temperature = visual, tuple(frame_size), float(temperature)
         self.register_buffer("mel", torch.from_numpy(mel_matrix()), persistent=False)
         self.audio = nn.Sequential(
-            nn.Conv2d(1, 32, 3, 2, 1), nn.BatchNorm2d(32), nn.ReLU(),
+            nn.AvgPool2d((4, 1)),  # 40 ms time steps: what sounds, cheaply (the CNN dominated training)
+            nn.Conv2d(1, 16, 3, 2, 1), nn.BatchNorm2d(16), nn.ReLU(),
+            nn.Conv2d(16, 32, 3, 2, 1), nn.BatchNorm2d(32), nn.ReLU(),
             nn.Conv2d(32, 64, 3, 2, 1), nn.BatchNorm2d(64), nn.ReLU(),
-            nn.Conv2d(64, 128, 3, 2, 1), nn.BatchNorm2d(128), nn.ReLU(),
-            nn.Conv2d(128, dim, 1))
+            nn.Conv2d(64, dim, 1))
         if visual == "tiny":
             # replicate padding: zero padding marks the border, and the max over locations then
             # learns to match every sound at the frame's edge
@@ -75,22 +76,33 @@ class AVCorrespondenceNet(nn.Module):
         x = self.audio(_log_mel(windows, self.mel))
         return F.normalize(x.amax(dim=(2, 3)), dim=1)
 
-    def visual_maps(self, frames: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) in [0, 1] -> (B, dim, h, w) unit vectors per location."""
+    @property
+    def frozen_visual(self) -> bool:
+        """True when the backbone is frozen: its features can be computed once and cached."""
+        return self.visual_kind == "mobilenet_v2"
+
+    def backbone_features(self, frames: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) in [0, 1] -> (B, width, h, w) backbone features (before the projection)."""
         x = F.interpolate(frames, size=self.frame_size, mode="bilinear", align_corners=False, antialias=True)
         if self.visual_kind == "mobilenet_v2":
             mean = torch.tensor([0.485, 0.456, 0.406], device=x.device)[:, None, None]
             std = torch.tensor([0.229, 0.224, 0.225], device=x.device)[:, None, None]
             x = (x - mean) / std
-        return F.normalize(self.project(self.backbone(x)), dim=1)
+        return self.backbone(x)
+
+    def visual_maps(self, frames: torch.Tensor | None = None, features: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, dim, h, w) unit vectors per location, from frames or from cached backbone features."""
+        feats = self.backbone_features(frames) if features is None else features
+        return F.normalize(self.project(feats), dim=1)
 
     def similarity_maps(self, frames: torch.Tensor, windows: torch.Tensor) -> torch.Tensor:
         """(B, h, w) cosine similarity of each frame's locations with its own audio window."""
         return torch.einsum("bdhw,bd->bhw", self.visual_maps(frames), self.audio_embedding(windows))
 
-    def loss(self, frames: torch.Tensor, windows: torch.Tensor) -> torch.Tensor:
+    def loss(self, frames: torch.Tensor | None, windows: torch.Tensor, features: torch.Tensor | None = None
+             ) -> torch.Tensor:
         """Symmetric InfoNCE over the batch with max-over-locations similarity (EZ-VSL)."""
-        v = self.visual_maps(frames)
+        v = self.visual_maps(frames, features)
         a = self.audio_embedding(windows)
         sim = torch.einsum("bdhw,cd->bchw", v, a).flatten(2).amax(-1) / self.temperature  # (frames, audios)
         target = torch.arange(len(a), device=a.device)
@@ -103,42 +115,114 @@ class AVCorrespondenceNet(nn.Module):
         return torch.cat(out)
 
 
-def audio_windows(audio: np.ndarray, n_frames: int, window_s: float = WINDOW_S) -> np.ndarray:
-    """(n_frames, W) float32: the audio window centred on each frame's time (frames span the clip evenly)."""
+def audio_windows(audio: np.ndarray, n_frames: int, window_s: float = WINDOW_S,
+                  shift_s: np.ndarray | float = 0.0) -> np.ndarray:
+    """(n_frames, W) float32: the audio window centred on each frame's time (frames span the clip
+    evenly), moved by `shift_s` seconds (per frame or one value; training jitters it)."""
     audio = np.asarray(audio, np.float32).reshape(-1)
     w = int(round(window_s * SAMPLE_RATE))
     padded = np.pad(audio, (w // 2, w - w // 2))
-    centres = np.round((np.arange(n_frames) + 0.5) * audio.size / max(n_frames, 1)).astype(int)
+    centres = np.round((np.arange(n_frames) + 0.5) * audio.size / max(n_frames, 1)
+                       + np.asarray(shift_s) * SAMPLE_RATE).astype(int)
+    centres = np.clip(centres, 0, audio.size)
     out = np.stack([padded[c: c + w] for c in centres])
     rms = np.sqrt(np.mean(out.astype(np.float64) ** 2, axis=1, keepdims=True))
     return (out / np.maximum(rms, 1e-4) * 0.1).astype(np.float32)  # level-free: what sounds, not how loud
 
 
+def _one_window(audio: np.ndarray, n_frames: int, frame: int, shift_s: float) -> np.ndarray:
+    """audio_windows(audio, n_frames, shift_s=shift_s)[frame], without cutting the other frames' windows."""
+    hop = audio.size / max(n_frames, 1)
+    w = int(round(WINDOW_S * SAMPLE_RATE))
+    padded_start = int(np.clip(np.round((frame + 0.5) * hop + shift_s * SAMPLE_RATE), 0, audio.size)) - w // 2
+    seg = np.zeros(w, np.float32)
+    a, b = max(0, padded_start), min(audio.size, padded_start + w)
+    seg[a - padded_start: b - padded_start] = audio[a:b]
+    rms = np.sqrt(np.mean(seg.astype(np.float64) ** 2))
+    return (seg / max(rms, 1e-4) * 0.1).astype(np.float32)
+
+
 @dataclass
 class LocalizerTrainConfig:
+    """Flat scalars only, so a pipeline stage can map its params onto it one to one."""
+
     steps: int = 300
     batch_size: int = 32
     lr: float = 1e-3
     dim: int = 64
-    visual: str = "tiny"  # tiny (from scratch) | mobilenet_v2 (frozen ImageNet features)
-    frame_height: int = 112
-    frame_width: int = 192
+    visual: str = "mobilenet_v2"  # mobilenet_v2 (frozen ImageNet features, cached once) | tiny (from scratch)
+    frame_height: int = 160
+    frame_width: int = 288
+    frames_per_clip: int = 8  # evenly spaced moments per clip used for training (features cached once)
+    audio_jitter_s: float = 0.25  # each step's audio window moves up to this far from its frame (augmentation)
+    cache_mb: int = 2048  # pools whose cached moments fit are read once; larger ones are read per step
     seed: int = 0
     checkpoint_every: int = 50
 
 
-def _batch(clips, rng: np.random.Generator, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """One (frame, audio window) pair from each of `batch_size` distinct clips (others are negatives)."""
-    picks = rng.choice(len(clips), size=min(batch_size, len(clips)), replace=False)
-    frames, windows = [], []
-    for k in picks:
-        clip = clips[int(k)]
-        clip = clip.load() if hasattr(clip, "load") else clip
-        t = int(rng.integers(len(clip.frames)))
-        frames.append(np.asarray(clip.frames[t]))
-        windows.append(audio_windows(clip.audio, len(clip.frames))[t])
-    x = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255.0
-    return x, torch.from_numpy(np.stack(windows))
+def _moments(n_frames: int, frames_per_clip: int) -> np.ndarray:
+    """The evenly spaced frame indices a clip trains on."""
+    return np.unique(np.linspace(0, n_frames - 1, min(n_frames, max(1, frames_per_clip))).round().astype(int))
+
+
+def _visual(model: "AVCorrespondenceNet", frames: np.ndarray) -> torch.Tensor:
+    """uint8 (n, H, W, 3) -> what the loss takes: backbone features (frozen backbone) or [0, 1] frames."""
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255
+    if not model.frozen_visual:
+        return x
+    with torch.no_grad():
+        return torch.cat([model.backbone_features(x[i:i + 8]) for i in range(0, len(x), 8)])
+
+
+class _ClipCache:
+    """Per clip: `frames_per_clip` evenly spaced moments and their audio; for a frozen backbone their
+    features are computed once (the backbone dominates the cost otherwise). Pools too big for
+    `cache_mb` (feature maps of every moment) are read per step instead: one moment per drawn clip,
+    its frame decoded alone (lazy clips stay lazy) and its features computed then."""
+
+    def __init__(self, clips, model: "AVCorrespondenceNet", frames_per_clip: int, jitter_s: float = 0.0,
+                 cache_mb: float = 2048, log=None):
+        self.clips, self.model, self.frames_per_clip, self.jitter_s = clips, model, frames_per_clip, float(jitter_s)
+        self.cached = None
+        if len(clips) * self._clip_mb(clips[0]) <= cache_mb:
+            self.cached = []
+            for n, clip in enumerate(clips):
+                clip = clip.load() if hasattr(clip, "load") else clip
+                t = len(clip.frames)
+                picks = _moments(t, frames_per_clip)
+                visual = _visual(model, np.stack([np.asarray(clip.frames[int(k)]) for k in picks]))
+                self.cached.append((np.asarray(clip.audio, np.float32).reshape(-1), picks, t, visual))
+                if log and (n + 1) % 100 == 0:
+                    log(f"learned localiser: cached {n + 1}/{len(clips)} clips")
+
+    def _clip_mb(self, clip) -> float:
+        """Cached size of one clip's moments (features, or frames for a trained backbone), MB."""
+        h, w = self.model.frame_size
+        per = 1280 * -(-h // 32) * -(-w // 32) if self.model.frozen_visual else 3 * h * w
+        return self.frames_per_clip * per * 4 / 1e6 * 1.5  # + the frames at their own size, roughly
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def batch(self, rng: np.random.Generator, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One (visual, audio window) moment from each of `batch_size` distinct clips (others are negatives)."""
+        picks = rng.choice(len(self), size=min(batch_size, len(self)), replace=False)
+        visual, windows = [], []
+        for k in map(int, picks):
+            if self.cached is not None:
+                audio, moments, t, feats = self.cached[k]
+            else:
+                clip = self.clips[k]
+                clip = clip.load() if hasattr(clip, "load") else clip
+                audio, t = np.asarray(clip.audio, np.float32).reshape(-1), len(clip.frames)
+                moments, feats = _moments(t, self.frames_per_clip), None
+            j = int(rng.integers(len(moments)))
+            shift = float(rng.uniform(-self.jitter_s, self.jitter_s))
+            visual.append(feats[j] if feats is not None else np.asarray(clip.frames[int(moments[j])]))
+            windows.append(_one_window(audio, t, int(moments[j]), shift))
+        if self.cached is None:
+            return _visual(self.model, np.stack(visual)), torch.from_numpy(np.stack(windows))
+        return torch.stack(visual), torch.from_numpy(np.stack(windows))
 
 
 def _atomic_torch_save(obj, path: str) -> None:
@@ -169,17 +253,22 @@ def train_localizer(clips, out_dir: str, cfg: LocalizerTrainConfig = LocalizerTr
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
             start, history = int(state["step"]), list(state["history"])
+    model.eval()  # frozen backbone: BatchNorm statistics stay ImageNet's
+    cache = _ClipCache(clips, model, cfg.frames_per_clip, cfg.audio_jitter_s, cfg.cache_mb, log) if start < cfg.steps else None
     model.train()
-    if cfg.visual == "mobilenet_v2":
-        model.backbone.eval()  # frozen: BatchNorm statistics stay ImageNet's
+    if model.frozen_visual:
+        model.backbone.eval()
     for step in range(start, cfg.steps):
         rng = np.random.default_rng((cfg.seed, step))  # the batch is a function of (seed, step): exact resume
-        frames, windows = _batch(clips, rng, cfg.batch_size)
-        loss = model.loss(frames, windows)
+        visual, windows = cache.batch(rng, cfg.batch_size)
+        if model.frozen_visual:
+            loss = model.loss(None, windows, features=visual)
+        else:
+            loss = model.loss(visual, windows)
         opt.zero_grad()
         loss.backward()
         opt.step()
-        history.append(round(float(loss), 5))
+        history.append(round(float(loss.detach()), 5))
         if log and (step + 1) % 25 == 0:
             log(f"learned localiser: step {step + 1}/{cfg.steps} loss {np.mean(history[-25:]):.3f}")
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
