@@ -203,7 +203,8 @@ class Methods:
         out["conversion direct"] = render(sc, traj)
         out["conversion sh"] = render(sc, traj, mode="sh", order=1)
         for row, conv in self.unets.items():
-            out[f"conversion {row}"] = conv.convert([ClipInput(sc.mono, sc.frames, fps=sc.fps)])[0]
+            out[f"conversion {row}"] = conv.convert([ClipInput(sc.mono, sc.frames, fps=sc.fps,
+                                                               heatmap=maps[self.default_localiser])])[0]
         return out
 
 
@@ -300,17 +301,39 @@ def markdown(result: dict, default_row: str) -> str:
     return "\n".join(lines)
 
 
-def unet_models() -> dict[str, str]:
-    """The tiny U-Nets (synthetic training pool, CPU): `unet` = the default training (direct targets over
-    KEMAR + SONICOM-1, mono input, patches on full frames); `paper` = PseudoBinaural's (first order, 8
-    virtual speakers, KEMAR, L + R input, black canvas)."""
+def _scene_clips(scene_ids):
+    """The evaluation's clips as the pipeline holds them: (id, mono, frames, fps), never the truth."""
+    for i in scene_ids:
+        sc = spatial_scenes.scene(i)
+        yield sc.scene_id, sc.mono, sc.frames, sc.fps
+
+
+def unet_models(scene_ids=None, localiser: str = "motion", traj_options: dict | None = None) -> dict[str, str]:
+    """The tiny U-Nets (CPU). `unet` is trained the way train_unet trains on a run's kept clips: on the
+    evaluation's own clips (transductive, label-free: each clip's mono audio, frames, and the default
+    localiser's heatmaps and trajectory; the true paths and the test head are never seen), default
+    training (direct targets over KEMAR + SONICOM-1, heatmap-conditioned, own-frame and pasted scenes).
+    `paper` = PseudoBinaural's recipe on the synthetic pool (first order, 8 virtual speakers, KEMAR,
+    L + R input, black canvas, no heatmap, L1 only)."""
+    import functools
+    import json
     import tempfile
 
     from binauralizer.testing import paper_tiny_model_path, tiny_model_path
 
+    ids = list(range(spatial_scenes.n_scenes())) if scene_ids is None else list(scene_ids)
+    opts = dict(traj_options or {})
+    factory = functools.partial(_localised_scenes, ids, localiser, opts)
+    key = json.dumps({"scenes": ids, "localiser": localiser, "trajectory": opts}, sort_keys=True)
     # a cache of its own: the shared tiny-model cache is pruned by any checkout with other code
-    own = os.path.join(tempfile.gettempdir(), "binauralvgg-eval-spatial-unet")
-    return {"unet": tiny_model_path(own), "paper": paper_tiny_model_path()}
+    own = os.path.join(tempfile.gettempdir(), "binauralvgg-eval-spatial-unet-transductive")
+    return {"unet": tiny_model_path(own, pool_factory=factory, pool_key=key), "paper": paper_tiny_model_path()}
+
+
+def _localised_scenes(ids, localiser, opts):
+    from binauralizer.testing import localised_pool
+
+    return localised_pool(_scene_clips(ids), localiser, **opts)
 
 
 LEARNED_ROWS = ("learned (transductive)", "fusion-learned (transductive)", "learned (held-out)",
@@ -388,8 +411,8 @@ def run(scene_ids=None) -> dict:
     workers = int(os.environ.get("EVAL_SPATIAL_WORKERS", "3"))
     traj_options = trajectory_options()
     learned, training = train_learned(scene_ids)
-    result = evaluate(scene_ids, localiser, unet_models(), workers=workers, traj_options=traj_options,
-                      learned=learned)
+    result = evaluate(scene_ids, localiser, unet_models(scene_ids, localiser, traj_options), workers=workers,
+                      traj_options=traj_options, learned=learned)
     default_row = f"conversion {mode}"
     result = {k: result[k] for k in result}
     result["markdown"] = markdown(result, default_row)

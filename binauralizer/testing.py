@@ -1,7 +1,8 @@
 """Deterministic fixtures shared by the tests and the benchmarks (never used to build a dataset).
 
 synthetic_pool   -- stand-in source clips (varied sounds, a coloured object on a texture)
-tiny_model_path  -- the tiny U-Net trained once on that pool and cached in the temp folder
+localised_pool   -- real clips as the pipeline hands them to train_unet: a localiser's heatmaps and trajectory
+tiny_model_path  -- the tiny U-Net trained once on a pool (the synthetic one by default) and cached
 paper_tiny_model_path -- the same with the paper's training data (first-order targets through KEMAR,
                    L + R input, black canvas): the `paper` row of benchmarks/eval_spatial
 """
@@ -68,18 +69,37 @@ def synthetic_pool(n_clips: int = 12, seed: int = 0, seconds: float = 2.0, frame
     return pool
 
 
+def localised_pool(clips, localiser: str = "motion", **traj_options) -> list[SourceClip]:
+    """Source clips with what `localize` would give train_unet: heatmaps and the trajectory from them.
+
+    `clips`: (clip_id, mono audio, frames (T, H, W, 3) uint8, fps) tuples.
+    """
+    from binauralizer.localize import build_localiser
+    from binauralizer.localize.trajectory import trajectory_from_heatmaps
+
+    loc = build_localiser(localiser)
+    pool = []
+    for clip_id, audio, frames, fps in clips:
+        heat = np.asarray(loc.heatmaps(frames, audio), np.float32)
+        traj = trajectory_from_heatmaps(heat, **traj_options)
+        pool.append(SourceClip(str(clip_id), np.asarray(audio, np.float32), frames, float(fps), heat, traj))
+    return pool
+
+
 _SOURCES = ("pseudobinaural/unet.py", "pseudobinaural/training.py", "pseudobinaural/pseudo_pairs.py",
-            "pseudobinaural/backbones.py", "sh_render.py", "hrir.py")
+            "pseudobinaural/backbones.py", "sh_render.py", "hrir.py", "localize/trajectory.py")
 
 
-def tiny_model_path(cache_root: str | None = None, cfg: TrainConfig = TINY, pool_seed: int = 0, pool_size: int = 12) -> str:
-    """Train the tiny configuration on the synthetic pool once and cache it; returns model.pt.
+def tiny_model_path(cache_root: str | None = None, cfg: TrainConfig = TINY, pool_seed: int = 0, pool_size: int = 12,
+                    pool_factory=None, pool_key: str = "") -> str:
+    """Train the tiny configuration on the synthetic pool (or `pool_factory()`, named by `pool_key`)
+    once and cache it; returns model.pt.
 
-    The cache key covers the configuration and the source of every module that shapes the
-    result, so a code change retrains instead of reusing a stale model.
+    The cache key covers the configuration, the pool and the source of every module that shapes
+    the result, so a code change retrains instead of reusing a stale model.
     """
     here = os.path.dirname(os.path.abspath(__file__))  # binauralizer/
-    h = hashlib.sha256(cfg.fingerprint().encode() + f"{cfg.steps}/{pool_seed}/{pool_size}".encode())
+    h = hashlib.sha256(cfg.fingerprint().encode() + f"{cfg.steps}/{pool_seed}/{pool_size}/{pool_key}".encode())
     for name in _SOURCES:
         p = os.path.join(here, name)
         if os.path.exists(p):
@@ -97,7 +117,8 @@ def tiny_model_path(cache_root: str | None = None, cfg: TrainConfig = TINY, pool
                 threads = torch.get_num_threads()
                 torch.set_num_threads(1)  # robust on a shared machine (2 threads spin against other work)
                 try:
-                    train(cfg, synthetic_pool(pool_size, seed=pool_seed), out_dir)
+                    pool = pool_factory() if pool_factory else synthetic_pool(pool_size, seed=pool_seed)
+                    train(cfg, pool, out_dir)
                 finally:
                     torch.set_num_threads(threads)
                 import shutil
@@ -113,5 +134,7 @@ def paper_tiny_model_path() -> str:
     """The tiny U-Net trained on PseudoBinaural's own recipe, cached apart from the default one."""
     import dataclasses
 
-    cfg = dataclasses.replace(TINY, target="paper", input="downmix", background="black", hrir="kemar")
+    cfg = dataclasses.replace(TINY, target="paper", input="downmix", background="black", hrir="kemar", lr_fusion=2e-3,
+                              heatmap=False, mask_range=1.0, cue_weight=0.0, own_frame_prob=0.0, align=False,
+                              ratio_target=False)
     return tiny_model_path(os.path.join(tempfile.gettempdir(), "binauralvgg-tiny-unet-paper"), cfg)

@@ -66,7 +66,7 @@ class ConvertStage(Stage):
     version = "2"
     Params = ConvertParams
     data_deps = ("ingest", "duration", "localize", "train_unet")
-    reads = ("clip_id", "source_id", "window_start", "window_samples", "frame_fps", "traj_path")
+    reads = ("clip_id", "source_id", "window_start", "window_samples", "frame_fps", "traj_path", "heatmap_path")
     writes = ("conversion_mode", "binaural_path")
     spatial_keys = ("hrir", "sh_order", "decoder")
     kind = "actor"
@@ -141,6 +141,11 @@ class ConvertStage(Stage):
             clip.frames = load_frames(self.ctx, row)
             if clip.frames.ndim != 4 or len(clip.frames) == 0:
                 raise StageError("no video frames in the clip's window (the U-Net needs the picture)")
+            if self._converter.heat_grid:  # a heatmap-conditioned model: the localiser's maps of this clip
+                heat = read_artifact(self.ctx, row, "heatmap_path")
+                if heat is not None and (heat.ndim != 3 or not np.all(np.isfinite(heat))):
+                    raise StageError(f"heatmap.npy has shape {heat.shape} or non-finite values, expected (T, h, w)")
+                clip.heatmap = heat
         elif self.params.mode in RENDERED:
             clip.trajectory = self.trajectory(row)
         return clip

@@ -31,7 +31,7 @@ class TrainUNetParams(Params):
     batch_size: int = 16  # global batch (split over DDP workers); changes results, so fingerprinted
     lr_visual: float = 5e-5
     lr_audio: float = 2e-3
-    lr_fusion: float = 2e-3
+    lr_fusion: float = 5e-3  # the heatmap / visual FiLM layers start at zero and must move fast
     weight_decay: float = 5e-4
     lr_decay: float = 0.94
     decay_every: int = 0  # steps between x lr_decay; 0 = constant
@@ -49,6 +49,12 @@ class TrainUNetParams(Params):
     target: str = "direct"  # pseudo-pair rendering: direct (real ITD) | sh4 (order 4, magLS) | paper (first order, 8 speakers)
     input: str = "mono"  # network input in training: mono (as convert feeds it) | downmix (the paper's L + R)
     background: str = "frame"  # pseudo-pair canvas: frame (another clip's full frame) | black (the paper's)
+    heatmap: bool = True  # condition on the localiser's heatmap (convert feeds each window's frame's map)
+    mask_range: float = 2.0  # complex mask parts in [-r, r]; the paper's 1 clips large ILDs
+    cue_weight: float = 1.0  # energy-weighted ILD / low-band IPD loss beside L1; 0 = the paper's loss
+    own_frame_prob: float = 0.5  # scenes on a clip's own frame, labelled by its localised trajectory
+    align: bool = True  # targets advanced by the ears' common delay
+    ratio_target: bool = True  # fit mix * (L - R) / (L + R), the ears' ratio (no ITD is learnt from L - R itself)
     seed: int = 0
     ddp_workers: int = 1  # DDP workers (Ray Train); 1 = one process, no Ray
     num_gpus: float = 0.0  # per DDP worker, as for every stage's actors: 0 (CPU, gloo) or 1
@@ -83,7 +89,11 @@ class TrainUNetParams(Params):
             raise ConfigError(f"stages.train_unet.background: frame or black; got {self.background!r}")
         if self.input not in ("mono", "downmix"):
             raise ConfigError(f"stages.train_unet.input: mono or downmix; got {self.input!r}")
-        for key in ("moving_prob", "camera_rotation_prob"):
+        if not 0 < self.mask_range <= 16:
+            raise ConfigError(f"stages.train_unet.mask_range: must be in (0, 16], got {self.mask_range!r}")
+        if self.cue_weight < 0:
+            raise ConfigError(f"stages.train_unet.cue_weight: must be >= 0, got {self.cue_weight!r}")
+        for key in ("moving_prob", "camera_rotation_prob", "own_frame_prob"):
             if not 0 <= getattr(self, key) <= 1:
                 raise ConfigError(f"stages.train_unet.{key}: must be in [0, 1]")
 
@@ -98,6 +108,8 @@ def train_config(p: TrainUNetParams, run_seed: int = 0, spatial: Spatial | None 
         frame_size=(p.frame_height, p.frame_width), visual=p.visual, visual_checkpoint=p.visual_checkpoint or None,
         freeze_visual=p.freeze_visual, apnet=p.apnet, hrir=p.hrirs or spatial.hrir, fov_deg=spatial.fov_deg,
         sh_order=spatial.sh_order, decoder=spatial.decoder, target=p.target, input=p.input, background=p.background,
+        heatmap=p.heatmap, mask_range=p.mask_range, cue_weight=p.cue_weight, own_frame_prob=p.own_frame_prob,
+        align=p.align, ratio_target=p.ratio_target,
         seed=p.seed + 1_000_003 * run_seed,
         moving_prob=p.moving_prob, camera_rotation_prob=p.camera_rotation_prob, checkpoint_every=p.checkpoint_every,
         data_digest=data_digest,
@@ -114,7 +126,7 @@ class TrainUNetStage(Stage):
     version = "1"
     Params = TrainUNetParams
     data_deps = ("ingest", "duration", "localize")
-    reads = ("clip_id", "source_id", "window_start", "window_samples", "frame_fps", "heatmap_path")
+    reads = ("clip_id", "source_id", "window_start", "window_samples", "frame_fps", "heatmap_path", "traj_path")
     writes = ()
     spatial_keys = ("hrir", "fov_deg", "sh_order", "decoder")  # the pseudo pairs' listener and camera
     kind = "global"
@@ -168,7 +180,7 @@ def model_path(ctx) -> str:
 
 
 def read_source_clip(ctx, row: dict):
-    """One kept clip's audio, frames and (when localised) heatmap as a pseudo-pair SourceClip."""
+    """One kept clip's audio, frames and (when localised) heatmap and trajectory as a pseudo-pair SourceClip."""
     from binauralizer.pseudobinaural.pseudo_pairs import SourceClip
     from stages import clipdata
 
@@ -179,7 +191,10 @@ def read_source_clip(ctx, row: dict):
         raise ValueError(f"clip {cid}: no frames or no audio in its window")
     heat_path = artifacts.row_file(ctx.out, row, "heatmap_path")
     heat = np.load(heat_path, mmap_mode="r") if heat_path and os.path.exists(heat_path) else None
-    return SourceClip(cid, audio, frames, float(row.get("frame_fps") or 8.0), heat)
+    traj = clipdata.read_artifact(ctx, row, "traj_path", width=3)
+    if traj is not None and not np.all(np.isfinite(traj)):
+        raise ValueError(f"clip {cid}: traj.npy has non-finite values")
+    return SourceClip(cid, audio, frames, float(row.get("frame_fps") or 8.0), heat, traj)
 
 
 def load_pool(ctx, rows: list[dict], lazy: bool = False) -> tuple[list, list[dict]]:

@@ -4,7 +4,8 @@ U-Net conversion slides 0.63 s windows with a 0.1 s hop over the clip (the last 
 aligned to the clip's end), so every sample is covered by several windows whose outputs are
 averaged. Each window is RMS-normalised before the network and rescaled after with ONE scalar
 shared by both channels: level differences between the ears survive, the network always sees the
-level it was trained on. Windows of many clips are batched together, which is what makes a GPU
+level it was trained on. A model conditioned on heatmaps gets the localiser's heatmap of the same
+frame (a clip without one gets a flat map: no evidence). Windows of many clips are batched together, which is what makes a GPU
 (or a CPU core) busy. L = (x + d) / 2 and R = (x - d) / 2 with d the predicted difference, so
 L + R is exactly the input. The convert stage then applies the project's one level convention to
 every mode (binauralizer.level: per-ear RMS = the mono's RMS, one gain for both ears).
@@ -46,6 +47,7 @@ class ClipInput:
     frames: np.ndarray | None = None  # (T, H, W, 3) uint8 (unet mode)
     fps: float = 8.0
     trajectory: np.ndarray | None = None  # (T, 3) az_deg, el_deg, dist_m at fps (sh mode)
+    heatmap: np.ndarray | None = None  # (T, h, w) the localiser's heatmaps at fps (unet models that use them)
 
 
 class UNetConverter:
@@ -56,6 +58,7 @@ class UNetConverter:
         self.device = torch.device(device)
         self.batch_size = max(1, int(batch_size))
         self.frame_size = tuple(model.config.frame_size)
+        self.heat_grid = tuple(model.config.heatmap_grid) if model.config.heatmap else None
 
     @classmethod
     def from_file(cls, path: str, device: str | torch.device = "cpu", batch_size: int = 64) -> "UNetConverter":
@@ -68,13 +71,20 @@ class UNetConverter:
                                             antialias=True)
         return x[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8)
 
+    def _heat_tensor(self, clip: ClipInput, t_s: float) -> torch.Tensor:
+        """The heatmap of the window's frame on the model's grid (flat without one)."""
+        if clip.heatmap is None or len(clip.heatmap) == 0:
+            return torch.ones(self.heat_grid)
+        heat = torch.from_numpy(np.asarray(frame_at(clip.heatmap, clip.fps, t_s), np.float32))
+        return unet_mod.pool_heat(heat[None], self.heat_grid)[0]
+
     @torch.no_grad()
-    def predict_windows(self, windows: np.ndarray, frames: torch.Tensor) -> np.ndarray:
-        """(B, 10080) normalised windows + (B, h, w, 3) uint8 frames -> (B, 10080) difference L-R."""
+    def predict_windows(self, windows: np.ndarray, frames: torch.Tensor, heat: torch.Tensor | None = None) -> np.ndarray:
+        """(B, 10080) normalised windows + (B, h, w, 3) uint8 frames (+ (B, gh, gw) heatmaps) -> (B, 10080) L-R."""
         x = torch.from_numpy(windows).to(self.device)
         mix = unet_mod.complex_to_channels(unet_mod.stft(x))
         with torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
-            out = self.model(mix, frames.to(self.device))
+            out = self.model(mix, frames.to(self.device), None if heat is None else heat.to(self.device))
         diff = unet_mod.channels_to_complex(out["diff"].float())
         return unet_mod.istft(diff, WINDOW).cpu().numpy()
 
@@ -89,7 +99,7 @@ class UNetConverter:
         count = [np.zeros(max(len(c.audio), WINDOW), np.float64) for c in clips]
         for b in range(0, len(jobs), self.batch_size):
             chunk = jobs[b : b + self.batch_size]
-            wins, gains, frames = [], [], []
+            wins, gains, frames, heats = [], [], [], []
             for ci, s in chunk:
                 clip = clips[ci]
                 w = np.zeros(WINDOW, np.float32)
@@ -98,13 +108,18 @@ class UNetConverter:
                 gain = TARGET_RMS / max(float(np.sqrt(np.mean(w.astype(np.float64) ** 2))), 1e-6)
                 wins.append(w * np.float32(gain))
                 gains.append(gain)
-                frames.append(self._frame_tensor(frame_at(clip.frames, clip.fps, (s + WINDOW / 2) / unet_mod.SAMPLE_RATE)))
+                t_s = (s + WINDOW / 2) / unet_mod.SAMPLE_RATE
+                frames.append(self._frame_tensor(frame_at(clip.frames, clip.fps, t_s)))
+                if self.heat_grid:
+                    heats.append(self._heat_tensor(clip, t_s))
             # Always a full batch (zero-padded): the same window then gives the same bytes whatever
             # clips it is batched with (kernels pick their blocking from the batch shape).
             pad = self.batch_size - len(chunk)
             wins += [np.zeros(WINDOW, np.float32)] * pad
             frames += [frames[-1]] * pad
-            diffs = self.predict_windows(np.stack(wins), torch.stack(frames))[: len(chunk)]
+            heats += heats[-1:] * pad
+            heat = torch.stack(heats) if heats else None
+            diffs = self.predict_windows(np.stack(wins), torch.stack(frames), heat)[: len(chunk)]
             for (ci, s), d, g in zip(chunk, diffs, gains):
                 acc[ci][s : s + WINDOW] += d / g
                 count[ci][s : s + WINDOW] += 1.0

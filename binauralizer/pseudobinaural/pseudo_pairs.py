@@ -15,6 +15,15 @@ released code applies 44.1 kHz HRIRs to 16 kHz audio unresampled, which stretche
 differences 2.76x. Given several HRIR sets, each scene draws one (cues that hold for any head). Optionally a source moves along
 a short path (time-varying HRIR rendering) and the camera pans (FOA rotation).
 
+Own-frame scenes (`own_frame_prob`, clips with a localised trajectory): the clip's own full frame,
+its heatmap, its excerpt rendered at the trajectory's direction at the excerpt's middle -- the
+pictures the network meets at conversion, labelled by the localiser (what `direct` mode renders).
+Every scene carries a heatmap (HEAT_HW): a blob where each patch was pasted, or the clip's own.
+
+The target is advanced by the delay common to both ears (the lag that best aligns L + R with the
+mono input; measured HRIRs start 1 ms late): the network's output is mix +- diff, so a target
+that lags the input turns the interaural delay into comb filtering and no ITD survives.
+
 Outputs per scene: `binaural` (2, N) normalised so RMS(L + R) = 0.1, `mixture` (the network's
 input: by default the sum of the sources' mono excerpts at RMS 0.1, which is what convert feeds
 the network; `input="downmix"` gives PseudoBinaural's L + R of the target), `mono` = the plain sum
@@ -37,6 +46,8 @@ import torch
 from binauralizer.constants import SAMPLE_RATE  # noqa: E402
 EXCERPT_SAMPLES = 10080
 CANVAS_HW = (360, 640)
+HEAT_HW = (45, 80)  # a scene's heatmap grid (the canvas / 8)
+MAX_ALIGN_LAG = 64  # samples (4 ms): the common delay searched when aligning targets
 
 
 @dataclass
@@ -48,6 +59,7 @@ class SourceClip:
     frames: np.ndarray
     fps: float = 8.0
     heatmap: np.ndarray | None = None  # (T, h, w) from the localiser, optional
+    trajectory: np.ndarray | None = None  # (T, 3) az, el (degrees), distance from the localiser, optional
 
 
 @dataclass
@@ -85,6 +97,8 @@ class PairConfig:
     min_excerpt_rms: float = 1e-4  # excerpts quieter than this are redrawn (up to 8 tries)
     input: str = "mono"  # the network's input: "mono" (what convert feeds it) or "downmix" (L + R, the paper's)
     background: str = "frame"  # canvas: "frame" (another pool clip's full frame, as at conversion) | "black" (paper)
+    own_frame_prob: float = 0.0  # chance of an own-frame scene (clip's frame, heatmap, localised direction)
+    align: bool = False  # advance the target by the ears' common delay (see the module doc)
 
     def __post_init__(self):
         if self.target not in TARGETS:
@@ -113,6 +127,8 @@ class Scene:
     clip_ids: list[str] = field(default_factory=list)
     moving: bool = False
     camera_pan_deg: float = 0.0
+    heatmap: np.ndarray | None = None  # (HEAT_HW) where the sound is in `frame`
+    own_frame: bool = False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -249,9 +265,16 @@ class PseudoPairGenerator:
 
     def scene(self, index: int) -> Scene:
         cfg = self.config
+        if cfg.own_frame_prob > 0:  # its own stream: pasted scenes stay what they were
+            own = np.random.default_rng((self.seed + int(index), 2))
+            if own.random() < cfg.own_frame_prob:
+                scene = self._own_frame_scene(own)
+                if scene is not None:
+                    return scene
         rng = np.random.default_rng(self.seed + int(index))
         n_src = int(rng.choice(len(cfg.source_count_probs), p=np.asarray(cfg.source_count_probs))) + 1
         canvas = self._background(index)
+        heat = np.zeros(HEAT_HW, np.float32)
         monos, azs, els, ids = [], [], [], []
         for _ in range(n_src):
             clip = self.pool[int(rng.integers(len(self.pool)))]
@@ -264,6 +287,7 @@ class PseudoPairGenerator:
             cy = float(rng.uniform(ph / 2, cfg.canvas_hw[0] - ph / 2))
             y0, x0 = int(round(cy - ph / 2)), int(round(cx - pw / 2))
             canvas[y0 : y0 + ph, x0 : x0 + pw] = patch
+            heat = np.maximum(heat, _blob(cx, cy, pw, cfg.canvas_hw))
             az, el = canvas_to_direction(cx, cy, cfg.canvas_hw, cfg.fov)
             monos.append(mono)
             azs.append(az)
@@ -274,24 +298,44 @@ class PseudoPairGenerator:
         az_arr, el_arr = np.asarray(azs), np.asarray(els)
         head = self.heads[int(rng.integers(len(self.heads)))] if len(self.heads) > 1 else self.heads[0]
         binaural = render_sources(monos, az_arr, el_arr, head, cfg, moves, pan)
+        return self._finish(binaural, np.sum(monos, axis=0), canvas, az_arr, el_arr, ids, heat,
+                            moving=bool(np.any(moves)), camera_pan_deg=pan)
+
+    def _finish(self, binaural, mono_sum, canvas, az_arr, el_arr, ids, heat, **extra) -> Scene:
+        """Align, normalise and pack a rendered scene."""
+        cfg = self.config
+        if cfg.align:
+            binaural = align_to(binaural, mono_sum)
         downmix = binaural[0] + binaural[1]
         gain = cfg.target_rms / max(float(np.sqrt(np.mean(downmix**2))), 1e-8)
-        mono_sum = np.sum(monos, axis=0)
         if cfg.input == "mono":  # what convert feeds the network: the clip itself, at the same level
             mixture = mono_sum * cfg.target_rms / max(float(np.sqrt(np.mean(mono_sum**2))), 1e-8)
         else:
             mixture = downmix * gain
-        return Scene(
-            mixture=mixture.astype(np.float32),
-            binaural=(binaural * gain).astype(np.float32),
-            mono=mono_sum.astype(np.float32),
-            frame=canvas,
-            az_deg=az_arr,
-            el_deg=el_arr,
-            clip_ids=ids,
-            moving=bool(np.any(moves)),
-            camera_pan_deg=pan,
-        )
+        return Scene(mixture=mixture.astype(np.float32), binaural=(binaural * gain).astype(np.float32),
+                     mono=np.asarray(mono_sum, np.float32), frame=canvas, az_deg=az_arr, el_deg=el_arr,
+                     clip_ids=ids, heatmap=heat.astype(np.float32), **extra)
+
+    def _own_frame_scene(self, rng: np.random.Generator) -> Scene | None:
+        """A clip's own frame and heatmap, its excerpt at its localised direction (None: the drawn
+        clip has no trajectory, so the caller pastes instead)."""
+        cfg = self.config
+        clip = self.pool[int(rng.integers(len(self.pool)))]
+        clip = clip.load() if isinstance(clip, ClipRef) else clip
+        if clip.trajectory is None or len(clip.trajectory) == 0 or len(clip.frames) == 0:
+            return None
+        mono, mid_s = self._excerpt(clip, rng)
+        t = int(np.clip(round(mid_s * clip.fps), 0, len(clip.frames) - 1))
+        traj = np.asarray(clip.trajectory, np.float64)
+        az, el = (float(v) for v in traj[min(t, len(traj) - 1), :2])
+        heat = np.zeros(HEAT_HW, np.float32)
+        if clip.heatmap is not None and len(clip.heatmap):
+            heat = _resize_map(np.asarray(clip.heatmap[min(t, len(clip.heatmap) - 1)], np.float32), HEAT_HW)
+        canvas = np.ascontiguousarray(_resize(np.asarray(clip.frames[t]), cfg.canvas_hw))
+        head = self.heads[int(rng.integers(len(self.heads)))] if len(self.heads) > 1 else self.heads[0]
+        az_arr, el_arr = np.array([az]), np.array([el])
+        binaural = render_sources([mono], az_arr, el_arr, head, cfg)
+        return self._finish(binaural, mono, canvas, az_arr, el_arr, [clip.clip_id], heat, own_frame=True)
 
     def _excerpt(self, clip: SourceClip, rng: np.random.Generator) -> tuple[np.ndarray, float]:
         """A 0.63 s excerpt with sound in it, RMS 0.1; returns it and its middle time (s)."""
@@ -334,10 +378,40 @@ class PseudoPairGenerator:
         return _resize(crop, (side, side))
 
 
+def _blob(cx: float, cy: float, side: float, canvas_hw) -> np.ndarray:
+    """A pasted patch as a localiser would see it: a Gaussian (sigma = side / 3) on the HEAT_HW grid."""
+    h, w = canvas_hw
+    yy = (np.arange(HEAT_HW[0]) + 0.5) * h / HEAT_HW[0]
+    xx = (np.arange(HEAT_HW[1]) + 0.5) * w / HEAT_HW[1]
+    s2 = 2 * (side / 3.0) ** 2
+    return np.exp(-((yy[:, None] - cy) ** 2 + (xx[None, :] - cx) ** 2) / s2).astype(np.float32)
+
+
+def _resize_map(heat: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """A localiser heatmap (its own grid) on another grid, bilinear."""
+    t = torch.from_numpy(np.nan_to_num(np.asarray(heat, np.float32)))[None, None]
+    return torch.nn.functional.interpolate(t, size=hw, mode="bilinear", align_corners=False)[0, 0].numpy()
+
+
+def align_to(binaural: np.ndarray, mono: np.ndarray, max_lag: int = MAX_ALIGN_LAG) -> np.ndarray:
+    """Advance both ears by the lag (0..max_lag samples) at which L + R best matches the mono input."""
+    mid = binaural[0] + binaural[1]
+    x = np.asarray(mono, np.float64)
+    n = len(x)
+    scores = [float(np.dot(mid[lag:n], x[: n - lag])) for lag in range(max_lag + 1)]
+    lag = int(np.argmax(scores))
+    if lag == 0:
+        return binaural
+    return np.concatenate([binaural[:, lag:], np.zeros((2, lag), binaural.dtype)], axis=1)
+
+
 def collate(scenes: list[Scene]) -> dict[str, torch.Tensor]:
-    """Stack scenes into tensors: mixture (B, N), binaural (B, 2, N), frame (B, H, W, 3) uint8."""
+    """Stack scenes into tensors: mixture (B, N), binaural (B, 2, N), frame (B, H, W, 3) uint8,
+    heat (B, *HEAT_HW) float."""
     return {
         "mixture": torch.from_numpy(np.stack([s.mixture for s in scenes])),
         "binaural": torch.from_numpy(np.stack([s.binaural for s in scenes])),
         "frame": torch.from_numpy(np.stack([s.frame for s in scenes])),
+        "heat": torch.from_numpy(np.stack([s.heatmap if s.heatmap is not None else np.zeros(HEAT_HW, np.float32)
+                                           for s in scenes])),
     }

@@ -48,6 +48,12 @@ class TrainConfig:
     target: str = "direct"  # pseudo-pair rendering: direct | sh4 | paper (first order, 8 speakers)
     input: str = "mono"  # network input in training: mono (as at conversion) | downmix (the paper's L + R)
     background: str = "frame"  # pseudo-pair canvas: frame (another clip's full frame) | black (the paper's)
+    heatmap: bool = True  # condition the U-Net on the localiser's heatmap of the frame
+    mask_range: float = 2.0  # complex mask parts in [-r, r] (the paper's 1 clips large ILDs)
+    cue_weight: float = 1.0  # energy-weighted ILD / low-band IPD loss beside L1 on the difference (0 = the paper's)
+    own_frame_prob: float = 0.5  # scenes on a clip's own frame labelled by its localised trajectory
+    align: bool = True  # targets advanced by the ears' common delay (pseudo_pairs.align_to)
+    ratio_target: bool = True  # diff target = mix * (L - R) / (L + R): the ears' ratio, reachable from mix +- diff
     seed: int = 0
     moving_prob: float = 0.0
     camera_rotation_prob: float = 0.0
@@ -57,12 +63,14 @@ class TrainConfig:
 
     def unet_config(self) -> unet_mod.UNetConfig:
         return unet_mod.UNetConfig(width=self.width, visual=self.visual, visual_checkpoint=self.visual_checkpoint,
-                                   freeze_visual=self.freeze_visual, frame_size=tuple(self.frame_size), apnet=self.apnet)
+                                   freeze_visual=self.freeze_visual, frame_size=tuple(self.frame_size), apnet=self.apnet,
+                                   heatmap=self.heatmap, mask_range=self.mask_range)
 
     def pair_config(self) -> PairConfig:
         return PairConfig(moving_prob=self.moving_prob, camera_rotation_prob=self.camera_rotation_prob,
                           fov=self.fov_deg / 180.0, sh_order=self.sh_order, decoder=self.decoder,
-                          target=self.target, input=self.input, background=self.background)
+                          target=self.target, input=self.input, background=self.background,
+                          own_frame_prob=self.own_frame_prob, align=self.align)
 
     def fingerprint(self) -> str:
         """Identity of a training run: every field except those that only say how long/how often."""
@@ -95,7 +103,7 @@ def rows_digest(rows: list[dict], columns: tuple[str, ...]) -> str:
 
 
 # The tiny configuration (sample run, tests); the paper scale lives in configs/binauralvggsound.yaml.
-TINY = TrainConfig(steps=150, batch_size=16, width=0.125, frame_size=(112, 224), lr_audio=2e-3, lr_fusion=2e-3,
+TINY = TrainConfig(steps=150, batch_size=16, width=0.125, frame_size=(112, 224), lr_audio=2e-3, lr_fusion=5e-3,
                    checkpoint_every=50)
 
 
@@ -110,13 +118,27 @@ def batch_indices(step: int, batch_size: int, rank: int = 0, world_size: int = 1
     return list(range(start + rank, start + batch_size, world_size))
 
 
-def spectrogram_batch(batch: dict[str, torch.Tensor], device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(mix, diff, frames): mix and L-R spectrograms as (B, 2, 256, 64) channels."""
+def spectrogram_batch(batch: dict[str, torch.Tensor], device, ratio_range: float | None = None) -> tuple[torch.Tensor, ...]:
+    """(mix, diff, frames, heat): mix and L-R spectrograms as (B, 2, 256, 64) channels.
+
+    The network's ears are (mix +- diff) / 2, so L + R is the mono input, while the target's L + R
+    is the mono through the head (colour, delay, dispersion): fitting L - R itself then yields the
+    wrong interaural ratio, and below 1.5 kHz no ITD at all. With `ratio_range` the target is
+    diff = mix * (L - R) / (L + R) per bin (each part clipped to the mask range): exactly the mask
+    whose ears have the target's interaural level and phase differences.
+    """
     mixture = batch["mixture"].to(device)
     binaural = batch["binaural"].to(device)
-    mix = unet_mod.complex_to_channels(unet_mod.stft(mixture))
-    diff = unet_mod.complex_to_channels(unet_mod.stft(binaural[:, 0] - binaural[:, 1]))
-    return mix, diff, batch["frame"].to(device)
+    mix_spec = unet_mod.stft(mixture)
+    mix = unet_mod.complex_to_channels(mix_spec)
+    if ratio_range:
+        ears = unet_mod.stft(binaural)
+        ratio = (ears[:, 0] - ears[:, 1]) / (ears[:, 0] + ears[:, 1] + 1e-8)
+        ratio = torch.complex(ratio.real.clamp(-ratio_range, ratio_range), ratio.imag.clamp(-ratio_range, ratio_range))
+        diff = unet_mod.complex_to_channels(mix_spec * ratio)
+    else:
+        diff = unet_mod.complex_to_channels(unet_mod.stft(binaural[:, 0] - binaural[:, 1]))
+    return mix, diff, batch["frame"].to(device), batch["heat"].to(device)
 
 
 def make_optimizer(model: unet_mod.AudioVisualUNet, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -162,7 +184,7 @@ def write_loss_curve(out_dir: str, history: list[dict], png: bool = True) -> Non
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
     steps = [h["step"] for h in history]
     keys = [k for k in history[0] if k != "step"]
-    if keys == ["diff", "total"]:  # no APNet: the total is the diff loss
+    if keys == ["diff", "total"]:  # no APNet, no cue term: the total is the diff loss
         keys = ["total"]
     for key in keys:
         values = np.array([h[key] for h in history])
@@ -170,7 +192,7 @@ def write_loss_curve(out_dir: str, history: list[dict], png: bool = True) -> Non
         k = min(len(values), 10)  # 10-step moving average: the trend under the batch noise
         ax.plot(steps[k - 1:], np.convolve(values, np.ones(k) / k, mode="valid"), color=line.get_color(), lw=1.8)
     ax.set_xlabel("step")
-    ax.set_ylabel("L1 loss")
+    ax.set_ylabel("loss")
     ax.set_yscale("log")
     ax.legend()
     ax.grid(alpha=0.3)
@@ -232,10 +254,11 @@ def train(cfg: TrainConfig, pool, out_dir: str, hrirs=None, device: str | torch.
     for step in range(start, cfg.steps):
         _set_lr(opt, cfg, step)
         scenes = [generator[i] for i in batch_indices(step, cfg.batch_size, rank, world_size)]
-        mix, diff, frames = spectrogram_batch(collate(scenes), device)
+        mix, diff, frames, heat = spectrogram_batch(collate(scenes), device,
+                                                    cfg.mask_range if cfg.ratio_target else None)
         with torch.autocast(device.type, enabled=use_amp):
-            out = net(mix, frames)
-        parts = unet_mod.losses({k: v.float() for k, v in out.items()}, mix, diff)
+            out = net(mix, frames, heat)
+        parts = unet_mod.losses({k: v.float() for k, v in out.items()}, mix, diff, cfg.cue_weight)
         opt.zero_grad(set_to_none=True)
         scaler.scale(parts["total"]).backward()
         scaler.step(opt)

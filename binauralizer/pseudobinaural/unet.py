@@ -1,10 +1,16 @@
 """PseudoBinaural's audio-visual U-Net (Sep-Stereo layout) with an optional APNet branch.
 
 The network sees the complex STFT of a mono mixture and one video frame and predicts a complex
-mask M in [-1, 1] whose product with the mixture is the left-minus-right difference:
+mask M (real and imaginary parts in [-mask_range, mask_range]; the paper's 1 clips large ILDs)
+whose product with the mixture is the left-minus-right difference:
 diff = M * mix, L = (mix + diff) / 2, R = (mix - diff) / 2. Visual features enter at the
 bottleneck: backbone feature map -> 1x1 conv to 8 channels -> flattened -> tiled over the 8 x 2
-bottleneck, so the position of what is seen reaches every audio unit.
+bottleneck, so the position of what is seen reaches every audio unit. With `heatmap` on, the
+localiser's heatmap of the frame (pooled to a 4 x 16 grid, peak-normalised) is flattened and tiled
+there too, and the visual and heatmap vector modulates every decoder level (FiLM: x * (1 + g) + b
+per channel, after the level's normalisation): the network is told where the sounding thing is
+instead of guessing it from texture. Why FiLM: a feature tiled over space is a per-channel
+constant, which the next InstanceNorm subtracts again, so tiling alone barely reaches the mask.
 
 `width` scales every audio channel count (1.0 = the paper's 64-128-256-512-512); a tiny width
 and a small frame size make a model that trains in about a minute on two CPU cores.
@@ -25,6 +31,8 @@ from binauralizer.constants import SAMPLE_RATE  # noqa: E402
 N_FFT, HOP, WIN = 512, 160, 400
 WINDOW_SAMPLES = 10080  # 0.63 s: 64 STFT frames
 LEVELS = (64, 128, 256, 512, 512)
+HEAT_GRID = (4, 16)  # the heatmap's resolution at the bottleneck: 16 columns = 7.5 degrees at 120 degrees FOV
+IPD_MAX_HZ = 1500.0  # the cue loss's phase term: where interaural phase carries the ITD
 
 
 # ---------------------------------------------------------------------------------------------
@@ -82,17 +90,23 @@ class UNetConfig:
     visual_channels: int = 8
     frame_size: tuple[int, int] = (224, 448)
     apnet: bool = False
+    # defaults keep checkpoints written before these fields loading as they were trained
+    heatmap: bool = False  # condition on the localiser's heatmap (training.TrainConfig turns it on)
+    heatmap_grid: tuple[int, int] = HEAT_GRID
+    mask_range: float = 1.0  # |Re M|, |Im M| <= mask_range
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["frame_size"] = list(self.frame_size)
+        d["heatmap_grid"] = list(self.heatmap_grid)
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "UNetConfig":
         d = dict(d)
         d["frame_size"] = tuple(d.get("frame_size", (224, 448)))
+        d["heatmap_grid"] = tuple(d.get("heatmap_grid", HEAT_GRID))
         return cls(**d)
 
 
@@ -157,6 +171,8 @@ class AudioVisualUNet(nn.Module):
         self.visual_positions = vh * vw
         self.visual_reduce = nn.Sequential(nn.Conv2d(self.visual.out_channels, cfg.visual_channels, 1), nn.ReLU(True))
         visual_flat = cfg.visual_channels * self.visual_positions
+        if cfg.heatmap:
+            visual_flat += cfg.heatmap_grid[0] * cfg.heatmap_grid[1]
 
         self.down = nn.ModuleList(_down(cin, cout) for cin, cout in zip([2] + ch[:-1], ch))
         self.up = nn.ModuleList([
@@ -166,6 +182,12 @@ class AudioVisualUNet(nn.Module):
             _up(ch[1] * 2, ch[0]),
             _up(ch[0] * 2, 2, last=True),
         ])
+        self.film = None
+        if cfg.heatmap:  # zero-initialised: training starts from the unconditioned network
+            self.film = nn.ModuleList(nn.Linear(visual_flat, 2 * c) for c in (ch[3], ch[2], ch[1], ch[0]))
+            for layer in self.film:
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
         self.apnet = None
         if cfg.apnet:
             self.apnet_tokens = nn.Linear(self.visual.out_channels, 2 * ch[0])
@@ -199,8 +221,9 @@ class AudioVisualUNet(nn.Module):
                 return self.visual.feature_map(frames)
         return self.visual.feature_map(frames)
 
-    def forward(self, mix: torch.Tensor, frames: torch.Tensor) -> dict[str, torch.Tensor]:
-        """mix: (B, 2, 256, T) real/imag; frames: see `visual_features`. Returns masks and diff."""
+    def forward(self, mix: torch.Tensor, frames: torch.Tensor, heat: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """mix: (B, 2, 256, T) real/imag; frames: see `visual_features`; heat: (B, h, w) localiser
+        heatmaps (any grid; None = no evidence, a flat map). Returns masks and diff."""
         fmap = self.visual_features(frames)
         skips = []
         x = mix
@@ -208,15 +231,24 @@ class AudioVisualUNet(nn.Module):
             x = block(x)
             skips.append(x)
         v = self.visual_reduce(fmap).flatten(1)  # (B, 8 * positions)
+        if self.config.heatmap:
+            if heat is None:
+                heat = torch.ones(len(mix), *self.config.heatmap_grid, device=mix.device)
+            grid = pool_heat(heat.to(mix.device), self.config.heatmap_grid)
+            v = torch.cat([v, grid.flatten(1).to(v.dtype)], 1)
+        cond = v
         v = v[:, :, None, None].expand(-1, -1, *x.shape[-2:])
         x = torch.cat([x, v], dim=1)
         level_maps = []
         for i, block in enumerate(self.up):
             x = block(x)
+            if i < 4 and self.film is not None:
+                gain, bias = self.film[i](cond).chunk(2, dim=1)
+                x = x * (1 + gain[:, :, None, None]) + bias[:, :, None, None]
             if i < 4:
                 level_maps.append(x)
                 x = torch.cat([x, skips[3 - i]], dim=1)
-        mask = torch.sigmoid(x) * 2 - 1
+        mask = (torch.sigmoid(x) * 2 - 1) * self.config.mask_range
         out = {"mask": mask, "diff": apply_mask(mask, mix)}
         if self.apnet is not None:
             tokens = self.apnet_tokens(fmap.flatten(2).transpose(1, 2))  # (B, P, C)
@@ -226,9 +258,52 @@ class AudioVisualUNet(nn.Module):
         return out
 
 
-def losses(out: dict[str, torch.Tensor], mix: torch.Tensor, diff: torch.Tensor) -> dict[str, torch.Tensor]:
-    """L1 on the difference spectrogram (+ APNet's two losses when its branch is on)."""
+def pool_heat(heat: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """(B, h, w) heatmaps -> (B, *grid), each peak-normalised to 1 (a flat or empty map becomes all ones:
+    no evidence). Idempotent, so callers may pool before batching maps of different grids."""
+    heat = torch.nan_to_num(heat.float().clamp(min=0.0), nan=0.0)
+    pooled = F.adaptive_avg_pool2d(heat[:, None], tuple(grid))[:, 0]
+    peak = pooled.flatten(1).max(1).values[:, None, None]
+    flat = (pooled.flatten(1).min(1).values[:, None, None] >= peak) | (peak <= 1e-8)
+    return torch.where(flat, torch.ones_like(pooled), pooled / peak.clamp(min=1e-8))
+
+
+def cue_loss(pred_diff: torch.Tensor, mix: torch.Tensor, diff: torch.Tensor) -> torch.Tensor:
+    """Energy-weighted interaural cue error of the ears the masks make, L = (mix + d) / 2, R = (mix - d) / 2.
+
+    L1 on the difference spectrogram is dominated by loud high bins and barely sees phase; this term
+    compares each bin's ILD (dB / 20, so 20 dB counts 1) and, below IPD_MAX_HZ, its interaural phase
+    (1 - cos of the IPD error), both weighted by the bin's energy in the target ears, so the
+    low-frequency phase that carries the ITD counts as much as level.
+    """
+    def ears(d):
+        return (mix[:, 0] + d[:, 0]) / 2, (mix[:, 1] + d[:, 1]) / 2, (mix[:, 0] - d[:, 0]) / 2, (mix[:, 1] - d[:, 1]) / 2
+
+    plr, pli, prr, pri = ears(pred_diff)
+    tlr, tli, trr, tri = ears(diff)
+    eps = 1e-6
+    p_l, p_r = plr**2 + pli**2 + eps, prr**2 + pri**2 + eps
+    t_l, t_r = tlr**2 + tli**2 + eps, trr**2 + tri**2 + eps
+    weight = (t_l + t_r).detach()
+    weight = weight / weight.sum(dim=(1, 2), keepdim=True)
+    ild = (torch.log10(p_l / p_r) - torch.log10(t_l / t_r)).abs() * 0.5  # |dILD| dB / 20
+    # cross spectra L R*: their angle is the IPD
+    pc_r, pc_i = plr * prr + pli * pri, pli * prr - plr * pri
+    tc_r, tc_i = tlr * trr + tli * tri, tli * trr - tlr * tri
+    cos = (pc_r * tc_r + pc_i * tc_i) / (torch.sqrt(pc_r**2 + pc_i**2 + eps**2) * torch.sqrt(tc_r**2 + tc_i**2 + eps**2))
+    bins = torch.arange(mix.shape[2], device=mix.device) * (SAMPLE_RATE / N_FFT)
+    low = (bins <= IPD_MAX_HZ).to(mix.dtype)[None, :, None]
+    low_weight = weight * low
+    low_weight = low_weight / low_weight.sum(dim=(1, 2), keepdim=True).clamp(min=1e-12)
+    return (weight * ild).sum(dim=(1, 2)).mean() + (low_weight * (1 - cos)).sum(dim=(1, 2)).mean()
+
+
+def losses(out: dict[str, torch.Tensor], mix: torch.Tensor, diff: torch.Tensor,
+           cue_weight: float = 0.0) -> dict[str, torch.Tensor]:
+    """L1 on the difference spectrogram (+ the cue term when weighted, + APNet's two losses when on)."""
     parts = {"diff": F.l1_loss(out["diff"], diff)}
+    if cue_weight:
+        parts["cues"] = cue_weight * cue_loss(out["diff"], mix, diff)
     if "pred_left" in out:
         parts["apnet_left"] = 0.5 * F.l1_loss(2 * out["pred_left"] - mix, diff)
         parts["apnet_right"] = 0.5 * F.l1_loss(mix - 2 * out["pred_right"], diff)

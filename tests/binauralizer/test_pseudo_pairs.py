@@ -10,6 +10,7 @@ from binauralizer import metrics
 from binauralizer.hrir import load_hrirs
 from binauralizer.pseudobinaural.pseudo_pairs import (
     CANVAS_HW,
+    HEAT_HW,
     PairConfig,
     PseudoPairGenerator,
     canvas_to_direction,
@@ -152,3 +153,48 @@ def test_pool_from_a_run_folder(tmp_path, kemar):
     a = PseudoPairGenerator(pool, kemar, seed=1)[2]
     b = PseudoPairGenerator(lazy, kemar, seed=1)[2]
     assert np.array_equal(a.binaural, b.binaural) and np.array_equal(a.frame, b.frame)
+
+
+@pytest.mark.parametrize("az", [-35.0, 20.0])
+def test_ratio_target_gives_the_networks_ears_the_heads_itd(kemar, az):
+    """The network's ears are mix +- diff: with the ratio target they carry the target's low-band ITD;
+    with L - R itself (the paper's target) the ITD collapses towards zero."""
+    from binauralizer.pseudobinaural import unet as unet_mod
+    from binauralizer.pseudobinaural.pseudo_pairs import align_to, render_sources
+    from binauralizer.pseudobinaural.training import spectrogram_batch
+
+    x = np.random.default_rng(2).standard_normal(10080) * 0.1
+    target = align_to(render_sources([x], np.array([az]), np.array([0.0]), kemar, PairConfig()), x)
+    batch = {"mixture": torch.tensor(x[None], dtype=torch.float32),
+             "binaural": torch.tensor(target[None], dtype=torch.float32),
+             "frame": torch.zeros(1, 8, 8, 3, dtype=torch.uint8), "heat": torch.zeros(1, 4, 4)}
+    itd = lambda b: metrics.itd_ms(b, max_hz=1500) * 1e3  # noqa: E731  microseconds
+    ref = itd(target)
+
+    def ears(ratio_range):
+        mix, diff = spectrogram_batch(batch, "cpu", ratio_range)[:2]
+        d = unet_mod.istft(unet_mod.channels_to_complex(diff), len(x))[0].numpy()
+        return np.stack([(x + d) / 2, (x - d) / 2])
+
+    assert abs(ref) > 150 and np.sign(ref) == np.sign(az)
+    assert abs(itd(ears(2.0)) - ref) <= 50, (itd(ears(2.0)), ref)
+    assert abs(itd(ears(None))) < abs(ref) / 2, (itd(ears(None)), ref)
+
+
+def test_own_frame_scenes_use_the_clips_frame_heatmap_and_trajectory(kemar):
+    pool = synthetic_pool(3, seed=0)
+    for k, clip in enumerate(pool):
+        heat = np.zeros((len(clip.frames), 7, 12), np.float32)
+        heat[:, 3, 2 + 4 * k] = 1.0
+        clip.heatmap = heat
+        clip.trajectory = np.tile([[40.0 - 40.0 * k, 5.0, 1.0]], (len(clip.frames), 1)).astype(np.float32)
+    gen = PseudoPairGenerator(pool, kemar, seed=3, config=PairConfig(own_frame_prob=1.0, align=True))
+    for i in range(4):
+        s = gen[i]
+        k = [c.clip_id for c in pool].index(s.clip_ids[0])
+        assert s.own_frame and s.az_deg[0] == 40.0 - 40.0 * k and s.el_deg[0] == 5.0
+        assert s.heatmap.shape == HEAT_HW and np.argmax(s.heatmap.max(axis=0)) // (HEAT_HW[1] // 12) in (2 + 4 * k - 1, 2 + 4 * k, 2 + 4 * k + 1)
+        ild = metrics.broadband_ild_db(s.binaural)
+        assert (ild > 3) if k == 0 else (ild < -3) if k == 2 else abs(ild) < 3
+    pasted = PseudoPairGenerator(pool, kemar, seed=3)[0]  # own_frame_prob 0: patches, a blob per patch
+    assert not pasted.own_frame and pasted.heatmap.max() > 0.99

@@ -105,3 +105,38 @@ def test_save_and_load_roundtrip(tmp_path):
     mix = unet.complex_to_channels(unet.stft(audio))
     with torch.no_grad():
         assert torch.equal(model.eval()(mix, frames)["mask"], loaded(mix, frames)["mask"])
+
+
+def test_a_checkpoint_from_before_heatmaps_loads_as_it_was_trained(tmp_path):
+    """Configs written before `heatmap` / `mask_range` existed rebuild the unconditioned [-1, 1] model."""
+    torch.manual_seed(0)
+    model = unet.build_model(UNetConfig(**TINY))
+    path = tmp_path / "old.pt"
+    state = {"config": {k: v for k, v in model.config.to_dict().items()
+                        if k not in ("heatmap", "heatmap_grid", "mask_range")}, "state_dict": model.state_dict()}
+    torch.save(state, path)
+    loaded = unet.load_model(str(path))
+    assert not loaded.config.heatmap and loaded.config.mask_range == 1.0 and loaded.film is None
+    audio, frames = _inputs()
+    mix = unet.complex_to_channels(unet.stft(audio))
+    with torch.no_grad():
+        assert torch.equal(model.eval()(mix, frames)["mask"], loaded(mix, frames)["mask"])
+
+
+def test_the_heatmap_steers_a_conditioned_model_and_flat_means_no_evidence():
+    torch.manual_seed(0)
+    model = unet.build_model(UNetConfig(**TINY, heatmap=True, mask_range=2.0)).eval()
+    for layer in model.film:  # trained FiLM layers are not zero
+        torch.nn.init.normal_(layer.weight, std=0.5)
+    audio, frames = _inputs()
+    mix = unet.complex_to_channels(unet.stft(audio))
+    left, right = torch.zeros(2, 20, 40), torch.zeros(2, 20, 40)
+    left[:, 8:12, 2:8], right[:, 8:12, 32:38] = 1.0, 1.0
+    with torch.no_grad():
+        a, b = model(mix, frames, left)["mask"], model(mix, frames, right)["mask"]
+        flat, none = model(mix, frames, torch.full((2, 20, 40), 0.3))["mask"], model(mix, frames)["mask"]
+    assert (a - b).abs().max() > 1e-3
+    assert torch.equal(flat, none)  # a flat map and no map are the same input: no evidence
+    assert a.abs().max() <= 2.0
+    grid = unet.pool_heat(left, unet.HEAT_GRID)
+    assert grid.shape == (2, 4, 16) and float(grid.max()) == 1.0 and torch.equal(unet.pool_heat(grid, unet.HEAT_GRID), grid)
