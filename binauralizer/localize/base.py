@@ -155,7 +155,7 @@ class LearnedLocaliser:
         x = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device)
         x = x.permute(0, 3, 1, 2).float() / 255.0
         with torch.no_grad():
-            out = self.module(x, torch.from_numpy(audio).to(self.device))
+            out = self.module(x, torch.from_numpy(np.array(audio, dtype=np.float32)).to(self.device))  # a copy: read-only inputs are fine
         out = out.detach().float().cpu().numpy()
         if out.ndim == 4 and out.shape[1] == 1:
             out = out[:, 0]

@@ -156,7 +156,9 @@ class YamNet:
     def scores(self, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(N, 521) sigmoid class scores per 0.96 s patch, and the patch centre times (s)."""
         p, centres = patches(audio)
-        return 1.0 / (1.0 + np.exp(-self.logits(p))), centres
+        from scipy.special import expit  # the logistic without exp overflow on very negative logits
+
+        return expit(self.logits(p)), centres
 
     def top_classes(self, audio: np.ndarray, k: int = 5) -> list[tuple[int, str, float]]:
         """The clip's k best classes (index, name, mean score over patches)."""
