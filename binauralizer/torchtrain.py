@@ -79,6 +79,11 @@ def data_digest(parts: Iterable[str | bytes | dict | list]) -> str:
     return h.hexdigest()[:16]
 
 
+def rows_digest(rows: list[dict], columns) -> str:
+    """What a model is trained on: these columns of every training row, in order."""
+    return data_digest([[[row.get(c) for c in columns] for row in rows]])
+
+
 def pick_device(requested: str | float | None = "auto", what: str = "training") -> torch.device:
     """`auto` -> cuda when available; an unavailable GPU falls back to the CPU with a warning
     (the project's one rule, `binauralizer.devices.pick_device`)."""

@@ -269,11 +269,8 @@ def file_digest(path: str) -> str:
         return "absent"
     key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
     if key not in _DIGESTS:
-        h = hashlib.sha256()
         with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-        _DIGESTS[key] = h.hexdigest()
+            _DIGESTS[key] = hashlib.file_digest(fh, "sha256").hexdigest()
     return _DIGESTS[key]
 
 

@@ -17,7 +17,6 @@ setting here too) plus the resources and `lazy_pool_above`.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -25,7 +24,9 @@ import re
 import typing
 
 from binauralizer.localize.learned import LocalizerTrainConfig
+from binauralizer.torchtrain import rows_digest
 from manifests import artifacts
+from manifests.io import atomic_write_text
 from stages.base import RESOURCE_KEYS, ConfigError, Params, Stage, file_digest, settings
 
 log = logging.getLogger(__name__)
@@ -80,9 +81,7 @@ def train_config(p, run_seed: int = 0, device: str = "cpu") -> LocalizerTrainCon
     names = {f.name for f in dataclasses.fields(LocalizerTrainConfig)}
     values = {k: v for k, v in dataclasses.asdict(p).items() if k in names}
     values["seed"] = values.get("seed", 0) + 1_000_003 * run_seed
-    if "device" in names:
-        values["device"] = device
-    return LocalizerTrainConfig(**values)
+    return LocalizerTrainConfig(**values, device=device)
 
 
 class TrainLocalizerStage(Stage):
@@ -115,9 +114,6 @@ class TrainLocalizerStage(Stage):
             return [{"_error": f"{reason} ({bad[r['clip_id']]})" if r.get("clip_id") in bad else reason} for r in rows]
         usable = [r for r in rows if r.get("clip_id") not in bad]
         cfg = train_config(p, self.ctx.seed, self._device())
-        if p.num_gpus > 0 and "device" not in {f.name for f in dataclasses.fields(LocalizerTrainConfig)}:
-            log.warning("train_localizer: num_gpus %s asked for, but this trainer has no device setting: "
-                        "it trains on the CPU", p.num_gpus)
         import torch
 
         torch.set_num_threads(max(1, int(p.num_cpus)))
@@ -163,7 +159,7 @@ class TrainLocalizerStage(Stage):
             for name in ("checkpoint.pt", "localizer.pt", "history.json", "loss_curve.png", "train_summary.json"):
                 if os.path.exists(os.path.join(out_dir, name)):
                     os.remove(os.path.join(out_dir, name))
-            _write_text(path, json.dumps(identity, indent=1, sort_keys=True))
+            atomic_write_text(path, json.dumps(identity, indent=1, sort_keys=True))
             return 0
         if not os.path.exists(ckpt):
             return 0
@@ -213,12 +209,6 @@ def load_pool(ctx, rows: list[dict], lazy: bool) -> tuple[list, list[dict]]:
     return pool, problems
 
 
-def rows_digest(rows: list[dict], columns) -> str:
-    """Identity of the training data: the rows' clip and window columns, in order."""
-    blob = json.dumps([[r.get(c) for c in columns] for r in rows], sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:20]
-
-
 def model_path(ctx) -> str:
     """Where localize finds the localiser this stage trained."""
     return artifacts.resolve(ctx.out, artifacts.localizer_model())
@@ -236,7 +226,7 @@ def write_outputs(out_dir: str, result: dict, cfg: LocalizerTrainConfig, clips: 
         "chance_loss": round(float(history.get("chance_loss", float("nan"))), 5),
         "model_sha256": file_digest(result["model"]), "config": _jsonable(dataclasses.asdict(cfg)),
     }
-    _write_text(os.path.join(out_dir, "train_summary.json"), json.dumps(summary, indent=1, sort_keys=True))
+    atomic_write_text(os.path.join(out_dir, "train_summary.json"), json.dumps(summary, indent=1, sort_keys=True))
     plot_loss(os.path.join(out_dir, "loss_curve.png"), loss, summary["chance_loss"])
     return summary
 
@@ -271,9 +261,3 @@ def plot_loss(path: str, loss: list[float], chance: float) -> None:
 
 def _jsonable(d: dict) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
-
-
-def _write_text(path: str, text: str) -> None:
-    from manifests.io import atomic_write_text
-
-    atomic_write_text(path, text)

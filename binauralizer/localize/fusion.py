@@ -17,12 +17,12 @@ import numpy as np
 from binauralizer.localize.base import check_inputs, normalise_clip, register
 
 
-def _same_grid(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Both map stacks on the finer of the two grids (bilinear)."""
+def same_grid(*stacks: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The map stacks on the finest of their grids (bilinear), float32."""
     import torch
     from torch.nn import functional as F
 
-    shape = max(a.shape[1:], b.shape[1:], key=lambda s: s[0] * s[1])
+    shape = max((s.shape[1:] for s in stacks), key=lambda s: s[0] * s[1])
 
     def resize(m):
         if m.shape[1:] == shape:
@@ -30,12 +30,12 @@ def _same_grid(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         x = torch.from_numpy(np.ascontiguousarray(m, dtype=np.float32))[:, None]
         return F.interpolate(x, size=shape, mode="bilinear", align_corners=False)[:, 0].numpy()
 
-    return resize(a), resize(b)
+    return tuple(resize(s) for s in stacks)
 
 
 def fuse(motion: np.ndarray, semantic: np.ndarray, how: str = "add", semantic_weight: float = 0.5) -> np.ndarray:
     """(T, h, w) fused map of two per-clip normalised map stacks ('add' or 'max')."""
-    m, s = _same_grid(normalise_clip(motion), normalise_clip(semantic))
+    m, s = same_grid(normalise_clip(motion), normalise_clip(semantic))
     if how == "add":
         return normalise_clip(semantic_weight * s + (1 - semantic_weight) * m)
     if how == "max":

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from binauralizer.localize.base import LearnedLocaliser, check_inputs, normalise_clip, register
+from binauralizer.localize.fusion import same_grid
 
 
 def normalise_frames(maps: np.ndarray) -> np.ndarray:
@@ -23,17 +24,7 @@ def normalise_frames(maps: np.ndarray) -> np.ndarray:
 
 def fuse_frames(*stacks: np.ndarray) -> np.ndarray:
     """(T, h, w) mean of per-frame normalised map stacks on the finest grid, normalised per clip."""
-    import torch
-    from torch.nn import functional as F
-
-    shape = max((s.shape[1:] for s in stacks), key=lambda hw: hw[0] * hw[1])
-    total = np.zeros((len(stacks[0]), *shape), np.float32)
-    for stack in stacks:
-        m = normalise_frames(stack)
-        if m.shape[1:] != shape:
-            m = F.interpolate(torch.from_numpy(np.ascontiguousarray(m))[:, None], size=shape, mode="bilinear",
-                              align_corners=False)[:, 0].numpy()
-        total += m
+    total = sum(same_grid(*(normalise_frames(s) for s in stacks)))
     return normalise_clip(total / len(stacks))
 
 

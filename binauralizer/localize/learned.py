@@ -25,6 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from binauralizer.constants import SAMPLE_RATE
+from binauralizer.torchtrain import atomic_torch_save, atomic_write_text
 WINDOW_S = 0.96
 
 
@@ -232,12 +233,6 @@ def _cpu(state: dict) -> dict:
     return {k: v.detach().cpu() for k, v in state.items()}
 
 
-def _atomic_torch_save(obj, path: str) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def train_localizer(clips, out_dir: str, cfg: LocalizerTrainConfig = LocalizerTrainConfig(),
                     log=None) -> dict:
     """Train (or resume) on clips with .frames (T, H, W, 3) uint8 and .audio (N,) 16 kHz.
@@ -282,13 +277,12 @@ def train_localizer(clips, out_dir: str, cfg: LocalizerTrainConfig = LocalizerTr
         if log and (step + 1) % 25 == 0:
             log(f"learned localiser: step {step + 1}/{cfg.steps} loss {np.mean(history[-25:]):.3f}")
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
-            _atomic_torch_save({"model": _cpu(model.state_dict()), "optimizer": opt.state_dict(), "step": step + 1,
+            atomic_torch_save({"model": _cpu(model.state_dict()), "optimizer": opt.state_dict(), "step": step + 1,
                                 "history": history, "config": identity}, ckpt_path)
     model.eval()
     final = os.path.join(out_dir, "localizer.pt")
-    _atomic_torch_save({"arch": f"{__name__}:AVCorrespondenceNet", "kwargs": kwargs,
+    atomic_torch_save({"arch": f"{__name__}:AVCorrespondenceNet", "kwargs": kwargs,
                         "state_dict": _cpu(model.state_dict())}, final)
-    with open(os.path.join(out_dir, "history.json.tmp"), "w") as fh:
-        json.dump({"loss": history, "chance_loss": float(np.log(min(cfg.batch_size, len(clips))))}, fh)
-    os.replace(os.path.join(out_dir, "history.json.tmp"), os.path.join(out_dir, "history.json"))
+    atomic_write_text(os.path.join(out_dir, "history.json"),
+                      json.dumps({"loss": history, "chance_loss": float(np.log(min(cfg.batch_size, len(clips))))}))
     return {"model": final, "history": history, "steps": cfg.steps}
