@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
 import socket
 import time
@@ -34,7 +35,7 @@ class RunLock:
         fh.seek(0)
         fh.truncate()
         fh.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "started_unix": round(time.time(), 3)}))
+                             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "started_unix": math.floor(time.time() * 1000) / 1000}))
         fh.flush()
         self._fh = fh
         return self

@@ -156,7 +156,7 @@ class Progress:
         pct = 100.0 * self.done / self.total if self.total else 100.0
         parts = [f"{self.name}: {self.done}/{self.total} {self.unit}s ({pct:.0f} %)"]
         if rate:
-            parts.append(f"{rate:.3g} {self.unit}s/s")
+            parts.append(f"{_rate(rate)} {self.unit}s/s")
             parts.append(f"ETA {duration((self.total - self.done) / rate)}" if self.done < self.total else "finished")
         parts += [f"{k} {_short(v)}" for k, v in self.values.items()]
         self.log.info(", ".join(parts), extra={"progress": True})
@@ -165,6 +165,11 @@ class Progress:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+def _rate(rate: float) -> str:
+    """Three significant digits, never scientific: a fast stage reads "1230 clips/s", not "1.23e+03"."""
+    return f"{rate:.0f}" if rate >= 100 else f"{rate:.3g}"
 
 
 def _short(value) -> str:

@@ -57,6 +57,14 @@ def test_progress_lines_every_tenth_with_rate_and_eta(clock, caplog):
     assert all(r.progress for r in caplog.records)
 
 
+def test_a_fast_stage_reads_its_rate_in_plain_digits(clock, caplog):
+    caplog.set_level(logging.INFO, logger="test")
+    bar = logs.Progress(logging.getLogger("test"), "duration", total=24, unit="clip", every_s=1e9)
+    clock[0] += 0.0195  # 24 clips in 19.5 ms: 1231 clips/s, which "{:.3g}" wrote as 1.23e+03
+    bar.update(24)
+    assert [r.getMessage() for r in caplog.records] == ["duration: 24/24 clips (100 %), 1231 clips/s, finished"]
+
+
 def test_progress_of_a_resumed_training_counts_only_this_run(clock, caplog):
     caplog.set_level(logging.INFO, logger="test")
     bar = logs.Progress(logging.getLogger("test"), "train_unet", total=1000, unit="step", every_s=1e9, resumed=True)
