@@ -124,10 +124,32 @@ def tiny_model_path(cache_root: str | None = None, cfg: TrainConfig = TINY, pool
                 import shutil
 
                 shutil.rmtree(checkpoint_dir(out_dir), ignore_errors=True)  # the cache keeps the model only
-                for other in os.listdir(root):  # models of older code versions
-                    if other != os.path.basename(out_dir):
-                        shutil.rmtree(os.path.join(root, other), ignore_errors=True)
+                prune_unused(root, keep=os.path.basename(out_dir))
+    os.utime(model_path)  # in use: the mark prune_unused reads
     return model_path
+
+
+def prune_unused(root: str, keep: str, max_idle_s: float = 7 * 86400.0) -> list[str]:
+    """Remove cached models nobody used for `max_idle_s` (default a week); returns what went.
+
+    Only idle entries go: another pool, configuration or checkout sharing the folder keeps its
+    model while it is in use (deleting every other entry once removed a model a parallel
+    checkout's test was about to load).
+    """
+    import shutil
+    import time
+
+    gone = []
+    for other in sorted(os.listdir(root)):
+        entry = os.path.join(root, other)
+        if other == keep or not os.path.isdir(entry):
+            continue
+        model = os.path.join(entry, "model.pt")
+        stamp = os.path.getmtime(model if os.path.exists(model) else entry)
+        if time.time() - stamp > max_idle_s:
+            shutil.rmtree(entry, ignore_errors=True)
+            gone.append(other)
+    return gone
 
 
 def paper_tiny_model_path() -> str:
