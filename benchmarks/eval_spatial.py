@@ -57,6 +57,8 @@ MIN_ILD_DB = 0.5
 FRAME_S = 0.2
 ACTIVE_DB = 30.0
 LOCALISERS = ("motion-centroid", "motion", "semantic", "semantic+motion", "fusion-add", "fusion-max")
+# the trajectories drawn per scene (eval_spatial_tracks.png); the last one sorts the per-scene table
+TRACK_ROWS = ("motion-centroid", "fusion-add", "fusion-learned (held-out)", "fusion-learned (transductive)")
 FIGURES = ("side", "side_static_distractor", "spearman_moving", "itd_err_us", "ild_err_db",
            "stft_distance", "envelope_distance")
 
@@ -153,6 +155,7 @@ class Methods:
 
             self.unets[row] = UNetConverter.from_file(path, batch_size=16)
         self.seconds = {name: [] for name in self.localisers}
+        self.last_tracks: dict = {}
 
     def heatmaps(self, sc, index: int | None = None) -> dict:
         from binauralizer.localize.base import combine
@@ -194,6 +197,7 @@ class Methods:
 
         maps = self.heatmaps(sc, index)
         trajs = {name: trajectory_from_heatmaps(m, **self.traj_options) for name, m in maps.items()}
+        self.last_tracks = {name: trajs[name][:, 0].astype(np.float32) for name in TRACK_ROWS if name in trajs}
         true = np.stack([sc.az_deg, sc.el_deg, np.ones_like(sc.az_deg)], 1)
         out = {"mono": np.repeat(sc.mono[None], 2, axis=0), "centre": render(sc, np.zeros_like(true)),
                "oracle": render(sc, true)}
@@ -232,7 +236,10 @@ def _score_one(i: int) -> tuple[_Meta, dict, dict]:
     sc = spatial_scenes.scene(i)
     ref = truth(sc)
     scores = {name: score_scene(pred, ref, sc) for name, pred in methods.predictions(sc, i).items()}
-    return _Meta(sc), scores, {name: secs[-1] for name, secs in methods.seconds.items()}
+    meta = _Meta(sc)
+    meta.tracks = {"truth": np.asarray(sc.az_deg, np.float32), "times_s": np.asarray(sc.times_s, np.float32),
+                   **methods.last_tracks}
+    return meta, scores, {name: secs[-1] for name, secs in methods.seconds.items()}
 
 
 def evaluate(scene_ids=None, default_localiser: str = "motion", unet_models: dict | None = None,
@@ -258,7 +265,74 @@ def evaluate(scene_ids=None, default_localiser: str = "motion", unet_models: dic
     result = {name: summarise(rows) for name, rows in per_method.items()}
     for name, secs in seconds.items():
         result[f"localiser {name}"]["seconds_per_clip"] = float(np.mean(secs))
+    result["per_scene"] = per_scene_sides(per_method)
+    result["tracks"] = {meta.scene_id: {k: v.tolist() for k, v in meta.tracks.items()}
+                        for meta, _ in next(iter(per_method.values()))}
     return result
+
+
+def per_scene_sides(per_method: dict) -> list[dict]:
+    """One row per scene: its kind and, per TRACK_ROWS localiser, the side agreement of its frames."""
+    rows = []
+    for k, (meta, _) in enumerate(next(iter(per_method.values()))):
+        row = {"scene": meta.scene_id, "kind": meta.kind, "static_among_distractors": meta.static_among_distractors}
+        for name in TRACK_ROWS:
+            agree = per_method.get(f"localiser {name}", [None] * (k + 1))[k]
+            row[name] = float(np.mean(agree[1]["agree"])) if agree and agree[1]["agree"] else None
+        rows.append(row)
+    return rows
+
+
+def per_scene_markdown(rows: list[dict]) -> list[str]:
+    names = [n for n in TRACK_ROWS if any(r.get(n) is not None for r in rows)]
+    lines = ["Side agreement per scene (frames with the source more than 15 degrees off centre; a centre scene "
+             "has none), worst of the recipe first; the tracks are in eval_spatial_tracks.png:", "",
+             "| scene | kind | " + " | ".join(names) + " |", "|---|---" + "|---" * len(names) + "|"]
+    key = names[-1] if names else None
+    for r in sorted(rows, key=lambda r: (r.get(key) is None, r.get(key) if r.get(key) is not None else 0.0)):
+        kind = r["kind"] + (", static among distractors" if r["static_among_distractors"] else "")
+        cells = ["" if r.get(n) is None else f"{r[n]:.0%}" for n in names]
+        lines.append(f"| {r['scene']} | {kind} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def plot_tracks(tracks: dict, per_scene: list[dict], path: str) -> None:
+    """One panel per scene: the true azimuth and each TRACK_ROWS localiser's trajectory over time."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    ids = list(tracks)
+    cols = 7
+    rows = (len(ids) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.0 * rows), dpi=90, sharex=True, sharey=True,
+                             squeeze=False)
+    side = {r["scene"]: r for r in per_scene}
+    for ax, sid in zip(axes.flat, ids):
+        tr = tracks[sid]
+        t_true = np.asarray(tr["times_s"])
+        ax.plot(t_true, tr["truth"], color="k", lw=2.2, label="true")
+        for name, colour in zip(TRACK_ROWS, ("C7", "C0", "C1", "C3")):
+            if name in tr:
+                az = np.asarray(tr[name])
+                ax.plot(np.linspace(t_true[0], t_true[-1], len(az)), az, color=colour, lw=1, label=name)
+        ax.axhline(0, color="0.8", lw=0.6)
+        best = side.get(sid, {}).get(TRACK_ROWS[-1])
+        ax.set_title(f"{sid}" + ("" if best is None else f" ({best:.0%})"), fontsize=7)
+        ax.tick_params(labelsize=6)
+    for ax in axes.flat[len(ids):]:
+        ax.axis("off")
+    axes[0, 0].set_ylim(-65, 65)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8)
+    fig.supxlabel("time (s)", fontsize=8, y=0.035)
+    fig.supylabel("azimuth (deg, + = left)", fontsize=8)
+    fig.suptitle("eval_spatial: true azimuth (black) and localised trajectories; in brackets the side agreement of "
+                 f"{TRACK_ROWS[-1]}", fontsize=9)
+    fig.tight_layout(rect=(0, 0.05, 1, 0.97))
+    fig.savefig(path, metadata={"Software": None})
+    plt.close(fig)
 
 
 def markdown(result: dict, default_row: str) -> str:
@@ -346,6 +420,7 @@ def _localised_scenes(ids, localiser, opts):
     return localised_pool(_scene_clips(ids), localiser, **opts)
 
 
+TRACKS_PNG = os.path.join(ROOT, "benchmarks", "eval_spatial_tracks.png")
 LEARNED_ROWS = ("learned (transductive)", "fusion-learned (transductive)", "learned (held-out)",
                 "fusion-learned (held-out)")
 CURVE = os.path.join(ROOT, "benchmarks", "learned_localiser_curve")
@@ -424,8 +499,10 @@ def run(scene_ids=None) -> dict:
     result = evaluate(scene_ids, localiser, unet_models(scene_ids, localiser, traj_options), workers=workers,
                       traj_options=traj_options, learned=learned)
     default_row = f"conversion {mode}"
-    result = {k: result[k] for k in result}
-    result["markdown"] = markdown(result, default_row)
+    tracks, per_scene = result.pop("tracks"), result.pop("per_scene")
+    plot_tracks(tracks, per_scene, TRACKS_PNG)
+    result["markdown"] = markdown(result, default_row) + "\n\n" + "\n".join(
+        per_scene_markdown(per_scene) + ["![tracks per scene](eval_spatial_tracks.png)"])
     result["setup"] = {"scenes": len(scene_ids) if scene_ids is not None else spatial_scenes.n_scenes(),
                        "test_hrir": TEST_HRIR, "render_hrir": DEFAULT_HRIR, "default_recipe": default_row,
                        "default_localiser": localiser, "trajectory": traj_options, "frame_s": FRAME_S, "worker_processes": workers,

@@ -6,7 +6,7 @@ from benchmarks import eval_spatial
 from samplegen import spatial_scenes
 
 
-def test_figures_separate_right_from_wrong_on_real_scenes():
+def test_figures_separate_right_from_wrong_on_real_scenes(tmp_path):
     scenes = [spatial_scenes.scene(i) for i in (1, 18)]  # static right among distractors; moving sweep
     rows = {"oracle": [], "mono": [], "mirrored": []}
     for sc in scenes:
@@ -27,6 +27,19 @@ def test_figures_separate_right_from_wrong_on_real_scenes():
     assert res["mirrored"]["side"] < 0.05 and res["mirrored"]["spearman_moving"] < -0.9
     assert res["mirrored"]["itd_err_us"] > 2 * res["oracle"]["itd_err_us"] + 100
     assert res["oracle"]["ild_err_db"] < res["mono"]["ild_err_db"] < res["mirrored"]["ild_err_db"]
+    # per scene: the table and the tracks plot show which scene went wrong
+    per_scene = eval_spatial.per_scene_sides({"localiser fusion-learned (transductive)": rows["oracle"],
+                                              "localiser motion-centroid": rows["mirrored"]})
+    assert [r["scene"] for r in per_scene] == [sc.scene_id for sc in scenes]
+    assert all(r["fusion-learned (transductive)"] > 0.95 and r["motion-centroid"] < 0.05 for r in per_scene)
+    assert per_scene[0]["static_among_distractors"] and per_scene[1]["kind"] == "moving"
+    table = eval_spatial.per_scene_markdown(per_scene)
+    assert table[2] == "| scene | kind | motion-centroid | fusion-learned (transductive) |"
+    tracks = {sc.scene_id: {"times_s": sc.times_s, "truth": sc.az_deg, "motion-centroid": -sc.az_deg[::2]}
+              for sc in scenes}
+    png = tmp_path / "tracks.png"
+    eval_spatial.plot_tracks(tracks, per_scene, str(png))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
 
 def test_localiser_rows_use_the_configs_trajectory_settings(tmp_path):
