@@ -2,7 +2,7 @@
 
 A fresh sample (24 clips, seed 0) is built through ingest .. quality (local executor, sample config),
 then train_localizer (LocalizerTrainConfig's defaults but `steps` / `batch_size`) and localize with
-`learned` on the kept clips, then localize with `fusion-add` (the configs' default) for comparison.
+`learned` on the kept clips, then localize with `fusion-object` (the sample config's default) for comparison.
 Figures: the stage's wall time and steps per second (torch on one thread, `num_cpus: 1`), the loss
 (mean of the first and last 10 steps) against chance (log batch), and localize's seconds per clip.
 This decides whether the stage joins the sample run (`make build-dataset` budget: ~20 s).
@@ -39,7 +39,7 @@ def run(steps: int = 100, batch_size: int = 16) -> dict:
         with open(os.path.join(out, "work", "train_localizer", "train_summary.json")) as fh:
             summary = json.load(fh)
         fusion = build_run(sample, out, {"run.stages": [*STAGES, "localize"],
-                                                             "stages.localize.method": "fusion-add"})
+                                                             "stages.localize.method": "fusion-object"})
     stages = learned["stages"]
     clips = stages["train_localizer"]["kept"]
     train_s = stages["train_localizer"]["wall_s"]
@@ -48,7 +48,7 @@ def run(steps: int = 100, batch_size: int = 16) -> dict:
         "train_localizer_s": round(train_s, 1), "steps_per_s": round(steps / train_s, 2),
         "loss_first10": summary["first_loss"], "loss_last10": summary["final_loss"], "chance_loss": summary["chance_loss"],
         "localize_learned_s_per_clip": round(stages["localize"]["wall_s"] / clips, 2),
-        "localize_fusion_add_s_per_clip": round(fusion["stages"]["localize"]["wall_s"] / clips, 2),
+        "localize_fusion_object_s_per_clip": round(fusion["stages"]["localize"]["wall_s"] / clips, 2),
     }
 
 

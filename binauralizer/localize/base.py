@@ -67,7 +67,7 @@ def build_localiser(spec: str, **options) -> Localiser:
 
 def _load_builtin() -> None:
     """Import the built-in localisers so their @register lines run (lazily: torch/onnx are heavy)."""
-    for module in ("motion", "semantic", "fusion", "fusion_learned"):
+    for module in ("motion", "semantic", "objectness", "fusion", "fusion_learned"):
         importlib.import_module(f"binauralizer.localize.{module}")
 
 

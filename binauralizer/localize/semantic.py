@@ -145,14 +145,16 @@ class SemanticLocaliser:
         v = torch.from_numpy(tags.astype(np.float32)).to(self.device) @ self.bridge  # (..., 1000)
         return v @ self.class_weights  # (..., 1280)
 
-    def cams(self, frames: np.ndarray, direction) -> np.ndarray:
+    def cams(self, frames: np.ndarray, direction, objectness: bool = False):
         """(len(frames), h/32, w/32) projected class activation maps of uint8 frames; `direction` is
-        one (1280,) vector or one per frame (len(frames), 1280)."""
+        one (1280,) vector or one per frame (len(frames), 1280). With `objectness`, also the
+        class-agnostic prior of the same features (binauralizer.localize.objectness): (cams, prior)."""
         import torch
 
+        from binauralizer.localize.objectness import objectness_of
         from binauralizer.pseudobinaural.backbones import to_imagenet_tensor
 
-        out = []
+        out, prior = [], []
         with torch.inference_mode(), _torch_threads(self.threads):
             for i in range(0, len(frames), 8):
                 x = to_imagenet_tensor(frames[i : i + 8]).to(self.device)
@@ -160,23 +162,42 @@ class SemanticLocaliser:
                 d = direction if direction.ndim == 1 else direction[i : i + 8]
                 spec = "nchw,c->nhw" if d.ndim == 1 else "nchw,nc->nhw"
                 out.append(torch.einsum(spec, feats, d).float().cpu().numpy())
-        return np.concatenate(out, axis=0)
+                if objectness:
+                    prior.append(objectness_of(feats))
+        cams = np.concatenate(out, axis=0)
+        return (cams, np.concatenate(prior, axis=0)) if objectness else cams
 
     def heatmaps(self, frames: np.ndarray, audio: np.ndarray) -> np.ndarray:
+        return self.heatmaps_and_objectness(frames, audio, objectness=False)[0]
+
+    def heatmaps_and_objectness(self, frames: np.ndarray, audio: np.ndarray, objectness: bool = True):
+        """(semantic maps, objectness maps or None) from one pass of the backbone over the frames."""
         frames, audio = check_inputs(frames, audio)
         t = frames.shape[0]
         fps = t * self.sample_rate / audio.size
-        step = max(1, int(round(fps / self.cam_fps))) if self.cam_fps > 0 else 1
-        picks = np.unique(np.append(np.arange(0, t, step), t - 1))
+        picks = sparse_picks(t, fps, self.cam_fps)
         tags = self.window_tags(audio, picks / fps)
-        maps = np.maximum(self.cams(frames[picks], self.visual_direction(tags)), 0.0)
-        if picks.size < t:  # linear interpolation in time between the computed frames
-            pos = np.interp(np.arange(t), picks, np.arange(picks.size))
-            lo = np.floor(pos).astype(int)
-            hi = np.minimum(lo + 1, picks.size - 1)
-            frac = (pos - lo)[:, None, None]
-            maps = (1 - frac) * maps[lo] + frac * maps[hi]
-        return normalise_clip(maps)
+        got = self.cams(frames[picks], self.visual_direction(tags), objectness=objectness)
+        cams, prior = got if objectness else (got, None)
+        maps = normalise_clip(fill_frames(np.maximum(cams, 0.0), picks, t))
+        return maps, None if prior is None else normalise_clip(fill_frames(prior, picks, t))
+
+
+def sparse_picks(t: int, fps: float, every_fps: float) -> np.ndarray:
+    """The frame indices a map is computed at, about `every_fps` per second, the last frame included."""
+    step = max(1, int(round(fps / every_fps))) if every_fps > 0 else 1
+    return np.unique(np.append(np.arange(0, t, step), t - 1))
+
+
+def fill_frames(maps: np.ndarray, picks: np.ndarray, t: int) -> np.ndarray:
+    """Maps computed at `picks` -> all `t` frames, linearly interpolated in time."""
+    if picks.size >= t:
+        return maps
+    pos = np.interp(np.arange(t), picks, np.arange(picks.size))
+    lo = np.floor(pos).astype(int)
+    hi = np.minimum(lo + 1, picks.size - 1)
+    frac = (pos - lo)[:, None, None]
+    return (1 - frac) * maps[lo] + frac * maps[hi]
 
 
 @register("semantic+motion")

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from binauralizer.localize.fusion_learned import fuse_frames, normalise_frames
+from binauralizer.localize.fusion import fuse_frames, normalise_frames
 
 
 def test_each_frame_of_each_cue_counts_the_same_whatever_its_scale():

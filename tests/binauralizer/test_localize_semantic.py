@@ -4,9 +4,6 @@ import json
 
 import numpy as np
 import pytest
-import skimage.data
-import torch
-from torch.nn import functional as F
 
 from binauralizer.localize import build_localiser
 from binauralizer.localize.minilm import SentenceEncoder
@@ -20,21 +17,12 @@ from binauralizer.localize.semantic import (
     similarity_matrix,
 )
 from binauralizer.localize.yamnet import class_names
+from realimages import cat_canvas
 
 
 @pytest.fixture(scope="module")
 def localiser():
     return SemanticLocaliser(threads=1)
-
-
-def cat_canvas(side: str) -> np.ndarray:
-    """The scikit-image cat photo (real, Chelsea) on one half of a grey 224 x 672 canvas."""
-    cat = torch.from_numpy(skimage.data.chelsea()).permute(2, 0, 1)[None].float()
-    small = F.interpolate(cat, size=(224, 336), mode="bilinear", antialias=True)[0].permute(1, 2, 0)
-    canvas = np.full((224, 672, 3), 128, np.uint8)
-    x0 = 0 if side == "left" else 336
-    canvas[:, x0 : x0 + 336] = small.round().clamp(0, 255).byte().numpy()
-    return canvas
 
 
 def one_hot(name: str) -> np.ndarray:

@@ -121,6 +121,7 @@ def test_params_are_checked_before_any_work(tmp_path):
         LocalizeStage.preflight(params)
     assert LocalizeStage.preflight(LocalizeStage.params_from({})) == {"method": "motion"}
     assert LocalizeStage.preflight(LocalizeStage.params_from({"method": "semantic"})) == {"method": "semantic"}
+    assert LocalizeStage.preflight(LocalizeStage.params_from({"method": "objectness"})) == {"method": "objectness"}
     stage = make_stage(str(tmp_path), num_gpus=0.5, batch_size=2)
     assert stage.resources().gpus == 0.5 and stage.batch_size() == 2
     assert "num_gpus" not in stage.measure_settings() and "grid" in stage.measure_settings()
@@ -130,8 +131,9 @@ def test_params_are_checked_before_any_work(tmp_path):
 def test_semantic_methods_run_through_the_stage(localized):
     out, _, rows, _, _ = localized
     row = next(r for r in rows if "distractor_sweep" in r["clip_id"])
-    for method in ("semantic", "semantic+motion"):
+    for method in ("semantic", "semantic+motion", "objectness", "fusion-object"):
         res = make_stage(out, method=method).measure([row])[0]
         assert res["loc_method"] == method and "_error" not in res
         heat = np.load(os.path.join(out, "work", "localize", row["clip_id"], "heatmap.npy"))
-        assert heat.shape[0] == 80 and heat.shape[1:] == ((7, 10) if method == "semantic" else (56, 74))  # 224 x 298 frames
+        coarse = method in ("semantic", "objectness")  # MobileNetV2's stride-32 grid; fusions: motion's
+        assert heat.shape[0] == 80 and heat.shape[1:] == ((7, 10) if coarse else (56, 74))  # 224 x 298 frames
