@@ -124,13 +124,14 @@ def default_recipe(config: str = os.path.join(ROOT, "configs", "sample.yaml")) -
 
 
 def trajectory_options(config: str = os.path.join(ROOT, "configs", "sample.yaml")) -> dict:
-    """The config's heatmap-to-trajectory settings (stages.localize smoothing / full_confidence), applied
-    to every localiser's row so the table measures the recipe as configured."""
+    """The config's heatmap-to-trajectory settings (stages.localize smoothing / full_confidence / tracker /
+    jump_cost), applied to every localiser's row so the table measures the recipe as configured."""
     import yaml
 
     with open(config) as fh:
         loc = (yaml.safe_load(fh)["stages"] or {}).get("localize", {}) or {}
-    return {k: float(loc[k]) for k in ("smoothing", "full_confidence") if k in loc}
+    opts = {k: float(loc[k]) for k in ("smoothing", "full_confidence", "jump_cost") if k in loc}
+    return {**opts, **({"tracker": str(loc["tracker"])} if "tracker" in loc else {})}
 
 
 class Methods:

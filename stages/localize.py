@@ -45,6 +45,8 @@ class LocalizeParams(Params):
     method: str = "motion"
     checkpoint: str | None = None  # learned / fusion-learned: a local model file; none = train_localizer's
     grid: int = 56  # motion localiser: cells along the frame's short side
+    tracker: str = "region"  # region (frame by frame) | path: best path through the clip, jump_cost per width per frame
+    jump_cost: float = 3.0
     smoothing: float = 1.0  # trajectory Gaussian smoothing (frames); 0 = off
     distance_m: float = 1.0  # constant source distance (heatmaps carry no depth)
     full_confidence: float = 0.1  # frames whose peak stands out less are pulled towards the centre; 0 = off
@@ -57,6 +59,12 @@ class LocalizeParams(Params):
             raise ConfigError(f"stages.localize.method: expected one of {METHODS}, got {self.method!r}")
         if isinstance(self.grid, bool) or not isinstance(self.grid, int) or self.grid < 4:
             raise ConfigError(f"stages.localize.grid: expected an integer >= 4, got {self.grid!r}")
+        from binauralizer.localize.trajectory import TRACKERS
+
+        if self.tracker not in TRACKERS:
+            raise ConfigError(f"stages.localize.tracker: expected one of {TRACKERS}, got {self.tracker!r}")
+        if self.jump_cost < 0:
+            raise ConfigError(f"stages.localize.jump_cost: must be >= 0, got {self.jump_cost!r}")
         if self.smoothing < 0 or self.distance_m <= 0 or not 0 <= self.full_confidence <= 1:
             raise ConfigError("stages.localize: smoothing must be >= 0, distance_m > 0, full_confidence in [0, 1]")
 
@@ -167,7 +175,7 @@ class LocalizeStage(Stage):
         view = self.ctx.spatial
         traj, weight = trajectory_from_heatmaps(heat, fov_deg=view.fov_deg, vfov_deg=view.vfov_deg, smoothing=p.smoothing,
                                                 distance_m=p.distance_m, full_confidence=p.full_confidence,
-                                                return_weight=True)
+                                                return_weight=True, tracker=p.tracker, jump_cost=p.jump_cost)
         clip_id = row["clip_id"]
         paths = {"heatmap_path": A.heatmap(clip_id), "spatial_path": A.spatial(clip_id), "traj_path": A.trajectory(clip_id)}
         for column, array in (("heatmap_path", heat), ("spatial_path", spatial), ("traj_path", traj)):

@@ -1,18 +1,32 @@
-"""From heatmaps to a source trajectory: pixel track -> outlier repair -> azimuth/elevation.
+"""From heatmaps to a source trajectory: a track through the picture -> azimuth/elevation.
 
 Conventions (project-wide): azimuth positive to the LEFT, elevation positive UP, 0 = straight
 ahead. A heatmap position u = cx / W in [0, 1] (0 = left edge) maps linearly to
 az = (0.5 - u) * fov_deg, i.e. (W/2 - cx) / W * fov, and v = cy / H to el = (0.5 - v) * vfov_deg
 (defaults 120 and 90 degrees, PseudoBinaural's -60..60 / -45..45).
 
-Outliers follow FoleySpace §III-C: frame-to-frame motion magnitudes above their 95th percentile
+Outliers (the `region` tracker) follow FoleySpace §III-C: frame-to-frame motion magnitudes above their 95th percentile
 mark the frame and its neighbours as unreliable; those coordinates are dropped and linearly
 interpolated from the kept ones, each dimension separately.
 
-Tracking follows the mass of a confident region, not each frame's peak: the maps are first
-averaged over a short time window (`region_sigma` frames), so one frame's chance evidence cannot
-make the track jump, and the position is the centroid of the cells at or above half of that
-frame's maximum. Each frame's confidence is how much its peak stands out (peak - mean of the
+Two trackers. `path` (both configs' choice) finds the one horizontal path through the whole clip that
+collects the most evidence, with a cost for every jump: dynamic programming (Viterbi) over the
+columns of the per-frame normalised column evidence (the map's mean over rows), score = sum of the
+evidence on the path - `jump_cost` x the distance moved, in picture widths per frame. A silent
+distractor that crosses the picture for two seconds cannot pull the track off a source that has
+held its place for ten, and a lateral source is placed at its own column, not at the centroid of a
+region that reaches into the picture's busy centre. Measured on the trajectories of the
+benchmarks/eval_spatial scenes: the median azimuth error of `fusion-object`'s track went from 13 to
+8 degrees and its side agreement rose, for any jump_cost from 1.5 to 8 (3 is the middle of that
+range, not its best point). On the bundled sample's `motion` maps it is worse (their broad centre
+prior outweighs a small moving blob in a column mean), so the library default stays `region`. The
+elevation is the row centroid of the evidence around the path.
+
+`region` (the default) follows the mass of a confident region, frame by frame: the maps are first averaged over a
+short time window (`region_sigma` frames), so one frame's chance evidence cannot make the track jump,
+and the position is the centroid of the cells at or above half of that frame's maximum.
+
+Either way, each frame's confidence is how much its peak stands out (peak - mean of the
 clip-normalised map); below `full_confidence` the position is pulled towards the picture centre in
 proportion (no evidence = straight ahead), and the pull is returned so the stage can record it.
 
@@ -48,6 +62,54 @@ def track_positions(heatmaps: np.ndarray, rel_threshold: float = 0.5) -> np.ndar
     u[empty] = np.nan
     v[empty] = np.nan
     return np.stack([u, v], axis=1)
+
+
+TRACKERS = ("path", "region")
+PATH_COLUMNS = 64  # the path tracker's horizontal resolution (columns of the resampled evidence)
+PATH_REFINE = 2  # columns each side of the path whose evidence refines its position (sub-column centroid)
+PATH_SUPPORT = 0.1  # a frame whose evidence near the path is below this (of its maximum) gives no position
+
+
+def path_positions(heatmaps: np.ndarray, jump_cost: float = 3.0, columns: int = PATH_COLUMNS) -> np.ndarray:
+    """Per-frame (u, v) fractions along the best-scoring path through the clip (module doc: `path`).
+
+    Column evidence = each frame's mean over rows, resampled to `columns` and scaled to a frame
+    maximum of 1 (a frame without heat scores every column 0, so the path just holds its place).
+    Frames where the path crosses no evidence (below PATH_SUPPORT, e.g. one frame whose only heat is
+    elsewhere) are interpolated from their neighbours; with none at all, the picture centre.
+    """
+    maps = np.nan_to_num(np.asarray(heatmaps, dtype=np.float64), nan=0.0)
+    maps = np.maximum(maps, 0.0)
+    t, h, w = maps.shape
+    xs = (np.arange(columns) + 0.5) / columns
+    own = (np.arange(w) + 0.5) / w
+    evidence = np.stack([np.interp(xs, own, c) for c in maps.mean(axis=1)])  # (T, columns)
+    peak = evidence.max(axis=1, keepdims=True)
+    evidence = np.divide(evidence, peak, out=np.zeros_like(evidence), where=peak > 0)
+    step_cost = float(jump_cost) * np.abs(xs[:, None] - xs[None, :])  # (to, from)
+    score = evidence[0].copy()
+    back = np.zeros((t, columns), dtype=np.int64)
+    for k in range(1, t):
+        options = score[None, :] - step_cost
+        back[k] = options.argmax(axis=1)
+        score = evidence[k] + options.max(axis=1)
+    path = np.empty(t, dtype=np.int64)
+    path[-1] = int(score.argmax())
+    for k in range(t - 1, 0, -1):
+        path[k - 1] = back[k, path[k]]
+    u, v = np.full(t, np.nan), np.full(t, np.nan)
+    ys = (np.arange(h) + 0.5) / h
+    for k, c in enumerate(path):
+        lo, hi = max(0, c - PATH_REFINE), min(columns, c + PATH_REFINE + 1)
+        wts = evidence[k, lo:hi]
+        if wts.max() < PATH_SUPPORT:  # nothing here: the path only passes through; interpolated below
+            continue
+        u[k] = (wts * xs[lo:hi]).sum() / wts.sum()
+        near = (own >= xs[lo] - 0.5 / columns) & (own <= xs[hi - 1] + 0.5 / columns)
+        rows = maps[k][:, near].sum(axis=1) if near.any() else maps[k].sum(axis=1)
+        v[k] = (rows * ys).sum() / rows.sum() if rows.sum() > 0 else 0.5
+    track = np.stack([u, v], axis=1)
+    return interpolate_gaps(track, np.zeros(t, dtype=bool))
 
 
 def outlier_frames(track: np.ndarray, percentile: float = 95.0) -> np.ndarray:
@@ -125,18 +187,27 @@ def trajectory_from_heatmaps(
     region_sigma: float = 1.0,
     full_confidence: float = 0.1,
     return_weight: bool = False,
+    tracker: str = "region",
+    jump_cost: float = 3.0,
 ):
     """Heatmaps (T, h, w) -> trajectory (T, 3): azimuth_deg, elevation_deg, distance_m (float32).
 
-    `smoothing` is the standard deviation, in frames, of a Gaussian applied after the outlier
-    repair (0 disables it). `distance_m` is a constant or a per-frame depth cue. `region_sigma`
-    (frames) and `full_confidence` set the region tracking and the pull towards the centre (0
-    disables either); with `return_weight` also the (T,) weight each frame's measured position got.
+    `tracker` is `path` (best path through the clip, `jump_cost` per picture width moved per frame)
+    or `region` (per-frame region centroid after a `region_sigma`-frame average, then FoleySpace's
+    outlier repair at `percentile`); see the module doc. `smoothing` is the standard deviation, in
+    frames, of a Gaussian applied last (0 disables it). `distance_m` is a constant or a per-frame
+    depth cue. `full_confidence` sets the pull towards the centre (0 disables it); with
+    `return_weight` also the (T,) weight each frame's measured position got.
     """
+    if tracker not in TRACKERS:
+        raise ValueError(f"tracker must be one of {TRACKERS}, got {tracker!r}")
     maps = region_maps(heatmaps, region_sigma)
-    track = track_positions(maps)
-    drop = outlier_frames(track, percentile)
-    track = interpolate_gaps(track, drop)
+    if tracker == "path":
+        track = path_positions(heatmaps, jump_cost)
+    else:
+        track = track_positions(maps)
+        drop = outlier_frames(track, percentile)
+        track = interpolate_gaps(track, drop)
     weight = centre_pull(frame_confidence(maps), full_confidence)
     track = 0.5 + (track - 0.5) * weight[:, None]
     if smoothing and smoothing > 0 and track.shape[0] > 1:

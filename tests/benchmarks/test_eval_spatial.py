@@ -46,5 +46,8 @@ def test_localiser_rows_use_the_configs_trajectory_settings(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("stages:\n  localize: {method: fusion-add, smoothing: 3.0, full_confidence: 0.2}\n")
     assert eval_spatial.trajectory_options(str(cfg)) == {"smoothing": 3.0, "full_confidence": 0.2}
+    cfg.write_text("stages:\n  localize: {method: fusion-object, tracker: path, jump_cost: 3}\n")
+    assert eval_spatial.trajectory_options(str(cfg)) == {"tracker": "path", "jump_cost": 3.0}
+    assert eval_spatial.trajectory_options() == {"tracker": "path", "jump_cost": 3.0, "smoothing": 3.0}  # the sample's
     cfg.write_text("stages:\n  localize: {method: motion}\n")
     assert eval_spatial.trajectory_options(str(cfg)) == {}  # the library's defaults

@@ -78,3 +78,26 @@ def test_very_short_clips(n):
     traj = trajectory_from_heatmaps(blob_maps([0.25] * n, [0.5] * n))
     assert traj.shape == (n, 3)
     np.testing.assert_allclose(traj[:, 0], 30.0, atol=1.0)
+
+
+def test_the_path_holds_a_static_source_while_a_distractor_passes():
+    n = 40
+    maps = blob_maps([0.25] * n, [0.5] * n)
+    passing = np.linspace(0.95, 0.6, 11)  # frames 15..25: a silent object as bright lights the maps too
+    maps[15:26] += blob_maps(passing, [0.5] * 11)
+    path = trajectory_from_heatmaps(maps, smoothing=0.0, tracker="path")
+    np.testing.assert_allclose(path[:, 0], 30.0, atol=1.5)  # u = 0.25 all along
+    region = trajectory_from_heatmaps(maps, smoothing=0.0, tracker="region")
+    assert np.abs(region[15:26, 0] - 30.0).max() > 30  # frame by frame, the region spans both
+
+
+def test_the_path_follows_a_sweep_past_a_weaker_static_clutter():
+    n = 48
+    us = np.linspace(0.1, 0.9, n)
+    maps = blob_maps(us, [0.5] * n) + 0.6 * blob_maps([0.5] * n, [0.5] * n)
+    traj = trajectory_from_heatmaps(maps, smoothing=0.0, tracker="path", jump_cost=3.0)
+    # within 2.2 degrees where the sweep passes the clutter (its refine window sees both), 1.5 elsewhere
+    np.testing.assert_allclose(traj[:, 0], (0.5 - us) * 120.0, atol=2.5)
+    assert np.median(np.abs(traj[:, 0] - (0.5 - us) * 120.0)) < 0.5
+    with pytest.raises(ValueError, match="tracker must be one of"):
+        trajectory_from_heatmaps(maps, tracker="peak")

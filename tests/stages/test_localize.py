@@ -112,6 +112,10 @@ def test_params_are_checked_before_any_work(tmp_path):
         LocalizeStage.params_from({"method": "clip"})
     # learned without a checkpoint: the run's train_localizer model (checked with run.stages, test_train_localizer)
     assert LocalizeStage.params_from({"method": "learned"}).checkpoint is None
+    with pytest.raises(ConfigError, match="stages.localize.tracker: expected one of"):
+        LocalizeStage.params_from({"tracker": "peak"})
+    with pytest.raises(ConfigError, match="stages.localize.jump_cost: must be >= 0"):
+        LocalizeStage.params_from({"jump_cost": -1.0})
     with pytest.raises(ConfigError, match="grid"):
         LocalizeStage.params_from({"grid": 2})
     with pytest.raises(ConfigError, match=r"stages.localize.fov_deg: unknown setting"):
