@@ -287,8 +287,9 @@ def per_scene_sides(per_method: dict) -> list[dict]:
     for k, (meta, _) in enumerate(next(iter(per_method.values()))):
         row = {"scene": meta.scene_id, "kind": meta.kind, "static_among_distractors": meta.static_among_distractors}
         for name in TRACK_ROWS:
-            agree = per_method.get(f"localiser {name}", [None] * (k + 1))[k]
-            row[name] = float(np.mean(agree[1]["agree"])) if agree and agree[1]["agree"] else None
+            scenes = per_method.get(f"localiser {name}")
+            agree = scenes[k][1]["agree"] if scenes else []
+            row[name] = float(np.mean(agree)) if agree else None
         rows.append(row)
     return rows
 
@@ -372,7 +373,7 @@ def markdown(result: dict, default_row: str, localiser: str = "fusion-add") -> s
         versus = ""
         if h and base:
             worse = [label for f, label in (("side", "side"), ("spearman_moving", "Spearman")) if h[f] < base[f]]
-            versus = f"; on scenes its model never saw (held-out row) it " + (
+            versus = "; on scenes its model never saw (held-out row) it " + (
                 f"falls behind {localiser} on {' and '.join(worse)}" if worse
                 else f"stays ahead of {localiser} on side and Spearman")
         lines += [f"**BinauralVGGSound recipe (configs/binauralvggsound.yaml: train_localizer + fusion-learned, "

@@ -99,7 +99,11 @@ class ObjectFusion:
         self.motion = MotionLocaliser(grid=grid)
         self.semantic = SemanticLocaliser(**semantic_options)
 
+    def cue_maps(self, frames: np.ndarray, audio: np.ndarray) -> tuple[np.ndarray, ...]:
+        """(semantic, motion, objectness) maps; the first and last from one backbone pass."""
+        semantic, prior = self.semantic.heatmaps_and_objectness(frames, audio)
+        return semantic, self.motion.heatmaps(frames, audio), prior
+
     def heatmaps(self, frames: np.ndarray, audio: np.ndarray) -> np.ndarray:
         frames, audio = check_inputs(frames, audio)
-        semantic, prior = self.semantic.heatmaps_and_objectness(frames, audio)
-        return fuse_frames(semantic, self.motion.heatmaps(frames, audio), prior)
+        return fuse_frames(*self.cue_maps(frames, audio))

@@ -14,22 +14,17 @@ from __future__ import annotations
 import numpy as np
 
 from binauralizer.localize.base import LearnedLocaliser, check_inputs, register
-from binauralizer.localize.fusion import fuse_frames
+from binauralizer.localize.fusion import ObjectFusion, fuse_frames
 
 
 @register("fusion-learned")
-class LearnedFusion:
-    """learned + semantic + motion + objectness, added (module docstring); `checkpoint` is the learned model."""
+class LearnedFusion(ObjectFusion):
+    """learned + fusion-object's cues, added (module docstring); `checkpoint` is the learned model."""
 
     def __init__(self, checkpoint: str, grid: int = 56, device: str = "cpu", **semantic_options):
-        from binauralizer.localize.motion import MotionLocaliser
-        from binauralizer.localize.semantic import SemanticLocaliser
-
+        super().__init__(grid=grid, device=device, **semantic_options)
         self.learned = LearnedLocaliser(checkpoint, device=device)
-        self.motion = MotionLocaliser(grid=grid)
-        self.semantic = SemanticLocaliser(device=device, **semantic_options)
 
     def heatmaps(self, frames: np.ndarray, audio: np.ndarray) -> np.ndarray:
         frames, audio = check_inputs(frames, audio)
-        semantic, prior = self.semantic.heatmaps_and_objectness(frames, audio)
-        return fuse_frames(self.learned.heatmaps(frames, audio), semantic, self.motion.heatmaps(frames, audio), prior)
+        return fuse_frames(self.learned.heatmaps(frames, audio), *self.cue_maps(frames, audio))

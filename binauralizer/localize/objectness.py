@@ -35,17 +35,11 @@ class ObjectnessLocaliser:
         self.net = mobilenet_v2(pretrained=True).to(device).eval()
 
     def heatmaps(self, frames: np.ndarray, audio: np.ndarray) -> np.ndarray:
-        import torch
-
-        from binauralizer.localize.semantic import _torch_threads, fill_frames, sparse_picks
-        from binauralizer.pseudobinaural.backbones import to_imagenet_tensor
+        from binauralizer.localize.semantic import feature_batches, fill_frames, sparse_picks
 
         frames, audio = check_inputs(frames, audio)
         t = frames.shape[0]
         picks = sparse_picks(t, t * self.sample_rate / audio.size, self.cam_fps)
-        out = []
-        with torch.inference_mode(), _torch_threads(self.threads):
-            for i in range(0, len(picks), 8):
-                x = to_imagenet_tensor(frames[picks[i : i + 8]]).to(self.device)
-                out.append(objectness_of(self.net.features(x)))
-        return normalise_clip(fill_frames(np.concatenate(out, axis=0), picks, t))
+        batches = feature_batches(self.net, frames[picks], self.threads, self.device)
+        prior = np.concatenate([objectness_of(feats) for _, feats in batches], axis=0)
+        return normalise_clip(fill_frames(prior, picks, t))

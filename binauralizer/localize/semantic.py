@@ -152,18 +152,14 @@ class SemanticLocaliser:
         import torch
 
         from binauralizer.localize.objectness import objectness_of
-        from binauralizer.pseudobinaural.backbones import to_imagenet_tensor
 
         out, prior = [], []
-        with torch.inference_mode(), _torch_threads(self.threads):
-            for i in range(0, len(frames), 8):
-                x = to_imagenet_tensor(frames[i : i + 8]).to(self.device)
-                feats = self.net.features(x)  # (n, 1280, h, w)
-                d = direction if direction.ndim == 1 else direction[i : i + 8]
-                spec = "nchw,c->nhw" if d.ndim == 1 else "nchw,nc->nhw"
-                out.append(torch.einsum(spec, feats, d).float().cpu().numpy())
-                if objectness:
-                    prior.append(objectness_of(feats))
+        for i, feats in feature_batches(self.net, frames, self.threads, self.device):
+            d = direction if direction.ndim == 1 else direction[i : i + BATCH]
+            spec = "nchw,c->nhw" if d.ndim == 1 else "nchw,nc->nhw"
+            out.append(torch.einsum(spec, feats, d).float().cpu().numpy())
+            if objectness:
+                prior.append(objectness_of(feats))
         cams = np.concatenate(out, axis=0)
         return (cams, np.concatenate(prior, axis=0)) if objectness else cams
 
@@ -181,6 +177,21 @@ class SemanticLocaliser:
         cams, prior = got if objectness else (got, None)
         maps = normalise_clip(fill_frames(np.maximum(cams, 0.0), picks, t))
         return maps, None if prior is None else normalise_clip(fill_frames(prior, picks, t))
+
+
+BATCH = 8  # frames per MobileNetV2 forward pass
+
+
+def feature_batches(net, frames: np.ndarray, threads: int, device: str):
+    """Yield (first frame index, (n, 1280, h/32, w/32) features) of uint8 frames, BATCH at a time, with
+    torch capped at `threads` and gradients off: the one backbone loop of the semantic map and the prior."""
+    import torch
+
+    from binauralizer.pseudobinaural.backbones import to_imagenet_tensor
+
+    with torch.inference_mode(), _torch_threads(threads):
+        for i in range(0, len(frames), BATCH):
+            yield i, net.features(to_imagenet_tensor(frames[i : i + BATCH]).to(device))
 
 
 def sparse_picks(t: int, fps: float, every_fps: float) -> np.ndarray:
