@@ -69,15 +69,17 @@ def synthetic_pool(n_clips: int = 12, seed: int = 0, seconds: float = 2.0, frame
     return pool
 
 
-def localised_pool(clips, localiser: str = "motion", **traj_options) -> list[SourceClip]:
+def localised_pool(clips, localiser: str = "motion", localiser_options: dict | None = None,
+                   **traj_options) -> list[SourceClip]:
     """Source clips with what `localize` would give train_unet: heatmaps and the trajectory from them.
 
-    `clips`: (clip_id, mono audio, frames (T, H, W, 3) uint8, fps) tuples.
+    `clips`: (clip_id, mono audio, frames (T, H, W, 3) uint8, fps) tuples; `localiser_options` go to
+    build_localiser (e.g. fusion-learned's checkpoint).
     """
     from binauralizer.localize import build_localiser
     from binauralizer.localize.trajectory import trajectory_from_heatmaps
 
-    loc = build_localiser(localiser)
+    loc = build_localiser(localiser, **(localiser_options or {}))
     pool = []
     for clip_id, audio, frames, fps in clips:
         heat = np.asarray(loc.heatmaps(frames, audio), np.float32)

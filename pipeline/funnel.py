@@ -40,12 +40,13 @@ def stage_counts(out: str, stage: str, chunks: int | None = None) -> dict:
 
 def format_funnel(stats: dict) -> str:
     """A plain-text table, one line per stage plus one per drop/failure reason."""
-    lines = [f"{'stage':<12}{'in':>8}{'kept':>8}{'dropped':>9}{'failed':>8}{'wall s':>9}  status"]
+    w = max([12] + [len(name) + 2 for name in stats.get("stages", {})])  # train_localizer is 15 long
+    lines = [f"{'stage':<{w}}{'in':>8}{'kept':>8}{'dropped':>9}{'failed':>8}{'wall s':>9}  status"]
     lines.append("-" * len(lines[0]))
     inputs = stats.get("input", {})
     if inputs:
         lines.append(
-            f"{'input':<12}{inputs.get('rows', 0) + inputs.get('rejected', 0):>8}{inputs.get('rows', 0):>8}"
+            f"{'input':<{w}}{inputs.get('rows', 0) + inputs.get('rejected', 0):>8}{inputs.get('rows', 0):>8}"
             f"{0:>9}{inputs.get('rejected', 0):>8}{'':>9}  {inputs.get('format', '')}"
         )
         for reason, n in (inputs.get("rejected_by_reason") or {}).items():
@@ -54,7 +55,7 @@ def format_funnel(stats: dict) -> str:
         dropped, failed = sum(s["dropped"].values()), sum(s["failed"].values())
         wall = s.get("wall_s")
         wall_text = f"{wall:9.1f}" if isinstance(wall, (int, float)) else f"{'-':>9}"
-        lines.append(f"{name:<12}{s['in']:>8}{s['kept']:>8}{dropped:>9}{failed:>8}{wall_text}  {s.get('state', '')}")
+        lines.append(f"{name:<{w}}{s['in']:>8}{s['kept']:>8}{dropped:>9}{failed:>8}{wall_text}  {s.get('state', '')}")
         for reason, n in s["dropped"].items():
             lines.append(f"{'':<14}dropped: {reason} x{n}")
         for reason, n in s["failed"].items():

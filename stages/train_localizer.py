@@ -6,7 +6,9 @@ binauralizer.localize.learned on every kept clip (after silence / quality) and w
 work/train_localizer/: localizer.pt (what localize's `learned` and `fusion-learned` load when no
 `checkpoint` is given), checkpoint.pt (a killed run resumes on the same loss curve: batches are a
 function of (seed, step)), history.json (the loss per step and the chance loss), loss_curve.png,
-train_summary.json, identity.json (settings + data: a checkpoint of other data is never resumed).
+train_summary.json, identity.json (settings + data: a checkpoint of other data is never resumed);
+with `ensemble` K > 1, member_0 .. member_K-1/ (each one model's files, resumed one by one) and a
+localizer.pt holding all K.
 Rows pass through; a clip that cannot be read fails with the reason; fewer than two usable clips
 fail every row (the other clips of a batch are the negatives).
 
@@ -21,6 +23,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import typing
 
 from binauralizer.localize.learned import LocalizerTrainConfig
@@ -42,7 +45,7 @@ _STEP_LINE = re.compile(r"step (\d+)/(\d+) loss ([-+0-9.eE]+)")
 
 
 def _validate(self) -> None:
-    for key in ("steps", "checkpoint_every"):
+    for key in ("steps", "checkpoint_every", "ensemble"):
         if getattr(self, key, 1) < 1:
             raise ConfigError(f"stages.train_localizer.{key}: must be >= 1, got {getattr(self, key)!r}")
     if getattr(self, "batch_size", 2) < 2:
@@ -159,6 +162,9 @@ class TrainLocalizerStage(Stage):
             for name in ("checkpoint.pt", "localizer.pt", "history.json", "loss_curve.png", "train_summary.json"):
                 if os.path.exists(os.path.join(out_dir, name)):
                     os.remove(os.path.join(out_dir, name))
+            for name in os.listdir(out_dir) if os.path.isdir(out_dir) else ():
+                if name.startswith("member_"):  # an ensemble's members: of other settings or data too
+                    shutil.rmtree(os.path.join(out_dir, name))
             atomic_write_text(path, json.dumps(identity, indent=1, sort_keys=True))
             return 0
         if not os.path.exists(ckpt):

@@ -8,15 +8,24 @@ A clip's audio matches its own frame by the MAXIMUM similarity over locations (m
 learning: somewhere in the picture is the thing that sounds), contrasted with the other frames of
 the batch in both directions (InfoNCE). The localisation map is the per-location similarity.
 
+Trained this small (a run's few clips, a few hundred steps), one model depends on its seed: on the
+spatial evaluation's 28 scenes three seeds of the same recipe put the fused track on the correct side in
+92 %, 89.5 % and 81 % of frames, and the learned map alone in 78 %, 68 % and 49 %. `ensemble: K` trains K
+members from seeds seed .. seed+K-1 and averages their per-frame normalised maps (`LearnedEnsemble`):
+bagging's variance reduction, at K times the training and inference cost.
+
 Saved as {"arch", "kwargs", "state_dict"}, so `learned:<path>` in binauralizer.localize.base
-loads it; `forward(frames (T, 3, H, W) in [0, 1], audio (N,))` returns (T, h, w) similarities.
+loads it (a single model or an ensemble); `forward(frames (T, 3, H, W) in [0, 1], audio (N,))`
+returns (T, h, w) similarities.
 Training is deterministic for a seed and resumes from its last checkpoint (atomic writes).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import re
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -116,6 +125,31 @@ class AVCorrespondenceNet(nn.Module):
         return torch.cat(out)
 
 
+class LearnedEnsemble(nn.Module):
+    """K AVCorrespondenceNets of one architecture; forward gives the mean of their maps, each clipped at 0
+    and scaled to a frame maximum of 1 (so no member outweighs the others by scale)."""
+
+    def __init__(self, members: int = 1, **net_kwargs):
+        super().__init__()
+        self.members = nn.ModuleList(AVCorrespondenceNet(**net_kwargs) for _ in range(int(members)))
+
+    def forward(self, frames: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        """(T, 3, H, W) frames and (N,) audio -> (T, h, w); a frozen backbone (the same ImageNet weights in
+        every member) runs once for all members."""
+        windows = torch.from_numpy(audio_windows(audio.detach().cpu().numpy(), len(frames))).to(frames.device)
+        shared = all(net.frozen_visual for net in self.members)
+        out = []
+        for i in range(0, len(frames), 16):
+            feats = self.members[0].backbone_features(frames[i:i + 16]) if shared else None
+            total = 0
+            for net in self.members:
+                visual = net.visual_maps(frames[i:i + 16] if feats is None else None, feats)
+                maps = torch.einsum("bdhw,bd->bhw", visual, net.audio_embedding(windows[i:i + 16])).clamp_min(0)
+                total = total + maps / maps.flatten(1).amax(1).clamp_min(1e-12)[:, None, None]
+            out.append(total / len(self.members))
+        return torch.cat(out)
+
+
 def audio_windows(audio: np.ndarray, n_frames: int, window_s: float = WINDOW_S,
                   shift_s: np.ndarray | float = 0.0) -> np.ndarray:
     """(n_frames, W) float32: the audio window centred on each frame's time (frames span the clip
@@ -158,6 +192,7 @@ class LocalizerTrainConfig:
     audio_jitter_s: float = 0.25  # each step's audio window moves up to this far from its frame (augmentation)
     cache_mb: int = 2048  # pools whose cached moments fit are read once; larger ones are read per step
     seed: int = 0
+    ensemble: int = 1  # members trained from seeds seed .. seed+K-1, maps averaged (module doc: one seed is a gamble)
     checkpoint_every: int = 50
     device: str = "cpu"  # cpu | cuda[:n]; not part of a checkpoint's identity (a run resumes on another device)
 
@@ -238,8 +273,12 @@ def train_localizer(clips, out_dir: str, cfg: LocalizerTrainConfig = LocalizerTr
     """Train (or resume) on clips with .frames (T, H, W, 3) uint8 and .audio (N,) 16 kHz.
 
     Writes out_dir/checkpoint.pt every `checkpoint_every` steps, out_dir/localizer.pt (loadable by
-    `learned:<path>`) and out_dir/history.json (the loss per step, the training curve).
+    `learned:<path>`) and out_dir/history.json (the loss per step, the training curve). With
+    `ensemble` K > 1, member k trains (and resumes) in out_dir/member_k from seed + k, localizer.pt is
+    their LearnedEnsemble, and history.json holds the members' mean loss per step and each member's.
     """
+    if cfg.ensemble > 1:
+        return _train_ensemble(clips, out_dir, cfg, log)
     if len(clips) < 2:
         raise ValueError("the learned localiser needs at least 2 clips (the others are the negatives)")
     os.makedirs(out_dir, exist_ok=True)
@@ -286,3 +325,36 @@ def train_localizer(clips, out_dir: str, cfg: LocalizerTrainConfig = LocalizerTr
     atomic_write_text(os.path.join(out_dir, "history.json"),
                       json.dumps({"loss": history, "chance_loss": float(np.log(min(cfg.batch_size, len(clips))))}))
     return {"model": final, "history": history, "steps": cfg.steps}
+
+
+def _member_line(log, k: int, members: int, steps: int, line: str) -> None:
+    """A member's progress line as the ensemble's: its step counted over all members' steps."""
+    def overall(m):
+        return f"step {k * steps + int(m.group(1))}/{members * steps}"
+
+    log(re.sub(r"step (\d+)/\d+", overall, line) + f" (member {k + 1}/{members})")
+
+
+def _train_ensemble(clips, out_dir: str, cfg: LocalizerTrainConfig, log=None) -> dict:
+    """train_localizer for ensemble > 1: the members one after the other, then one file of all of them."""
+    from dataclasses import replace
+
+    os.makedirs(out_dir, exist_ok=True)
+    members = []
+    for k in range(cfg.ensemble):
+        say = functools.partial(_member_line, log, k, cfg.ensemble, cfg.steps) if log else None
+        members.append(train_localizer(clips, os.path.join(out_dir, f"member_{k}"),
+                                       replace(cfg, seed=cfg.seed + k, ensemble=1), log=say))
+    kwargs = {"members": cfg.ensemble, "dim": cfg.dim, "visual": cfg.visual,
+              "frame_size": (cfg.frame_height, cfg.frame_width)}
+    state = {}
+    for k, m in enumerate(members):
+        member = torch.load(m["model"], map_location="cpu", weights_only=True)["state_dict"]
+        state.update({f"members.{k}.{name}": value for name, value in member.items()})
+    final = os.path.join(out_dir, "localizer.pt")
+    atomic_torch_save({"arch": f"{__name__}:LearnedEnsemble", "kwargs": kwargs, "state_dict": state}, final)
+    losses = [m["history"] for m in members]
+    mean = [round(float(np.mean(step)), 5) for step in zip(*losses)]
+    atomic_write_text(os.path.join(out_dir, "history.json"), json.dumps(
+        {"loss": mean, "members": losses, "chance_loss": float(np.log(min(cfg.batch_size, len(clips))))}))
+    return {"model": final, "history": mean, "steps": cfg.steps, "members": [m["model"] for m in members]}

@@ -201,6 +201,8 @@ def trajectory_from_heatmaps(
     """
     if tracker not in TRACKERS:
         raise ValueError(f"tracker must be one of {TRACKERS}, got {tracker!r}")
+    # a NaN or infinite cell (a map computed from a broken frame) is no evidence, not a NaN trajectory
+    heatmaps = np.nan_to_num(np.asarray(heatmaps, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
     maps = region_maps(heatmaps, region_sigma)
     if tracker == "path":
         track = path_positions(heatmaps, jump_cost)

@@ -51,3 +51,37 @@ def test_localiser_rows_use_the_configs_trajectory_settings(tmp_path):
     assert eval_spatial.trajectory_options() == {"tracker": "path", "jump_cost": 3.0, "smoothing": 3.0}  # the sample's
     cfg.write_text("stages:\n  localize: {method: motion}\n")
     assert eval_spatial.trajectory_options(str(cfg)) == {}  # the library's defaults
+
+
+def test_the_learned_localiser_trains_as_the_recipe_configures_it(tmp_path):
+    sample = eval_spatial.recipe_train_config()  # configs/sample.yaml's stages.train_localizer
+    assert (sample.steps, sample.batch_size, sample.frames_per_clip, sample.dim) == (200, 32, 8, 64)
+    assert (sample.frame_height, sample.frame_width, sample.visual) == (160, 288, "mobilenet_v2")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("stages:\n  train_localizer: {steps: 40, batch_size: 8, num_cpus: 2}\n")
+    mine = eval_spatial.recipe_train_config(str(cfg))
+    assert (mine.steps, mine.batch_size, mine.frames_per_clip) == (40, 8, 8)  # resources are not training settings
+    cfg.write_text("stages:\n  localize: {method: fusion-object}\n")
+    assert eval_spatial.recipe_train_config(str(cfg)).steps == 200  # no train_localizer: the eval's own setting
+    # the pipeline's fusion-learned localises the clips its model was trained on: the transductive row
+    assert eval_spatial.default_map("fusion-learned") == "fusion-learned (transductive)"
+    assert eval_spatial.default_map("fusion-object") == "fusion-object"
+
+
+def test_the_headline_reports_the_held_out_figure_first():
+    def row(side, static, rho=0.9, itd=80.0, ild=5.0):
+        return {"side": side, "side_static_distractor": static, "spearman_moving": rho, "itd_err_us": itd,
+                "ild_err_db": ild, "stft_distance": 2.0, "envelope_distance": 0.1, "ild_err_db_bands": {"125-250": 1.0}}
+
+    result = {"mono": row(0, 0, 0, 297, 7.7), "localiser fusion-object": row(0.82, 0.8),
+              "localiser learned (transductive)": row(0.7, 0.7), "localiser learned (held-out)": row(0.6, 0.5),
+              "localiser fusion-learned (transductive)": row(0.92, 0.91),
+              "localiser fusion-learned (held-out)": row(0.81, 0.68, itd=120.0),
+              "localiser fusion-learned (transductive, other seeds)": row(0.87, 0.89),
+              "conversion direct": row(0.92, 0.91)}
+    text = eval_spatial.markdown(result, "conversion direct", "fusion-learned")
+    first, second, third = [line for line in text.splitlines() if line.startswith("**")][:3]
+    assert first.startswith("**First, on scenes its model never saw") and "side 81%" in first
+    assert "Targets not met: side 90 %, static among distractors 85 %, |dITD| 100 us." in first
+    assert second.startswith("**Sample recipe") and "side 92%" in second and "Targets: all met." in second
+    assert "from the next seeds" in third and "side 87%" in third and "Targets not met: side 90 %." in third

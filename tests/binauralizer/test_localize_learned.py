@@ -101,3 +101,42 @@ def test_a_pool_too_big_for_the_cache_streams_the_same_training(tmp_path):
     cached = train_localizer(clips, str(tmp_path / "cached"), cfg)["history"]
     streamed = train_localizer(clips, str(tmp_path / "streamed"), dataclasses.replace(cfg, cache_mb=0))["history"]
     assert np.allclose(cached, streamed, atol=1e-3), (cached, streamed)
+
+
+def test_an_ensemble_is_its_members_averaged_and_resumes_member_by_member(tmp_path):
+    """ensemble: 2 trains members from seeds 0 and 1 (each exactly the single-model run of that seed),
+    saves one file that `learned:<path>` loads, whose map is the mean of the members' per-frame
+    normalised maps; a rerun after the first member finished trains only the second."""
+    import dataclasses
+
+    from binauralizer.localize import build_localiser
+
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(3)
+    clips = [correspondence_clip(rng, k % K)[0] for k in range(6)]
+    cfg = LocalizerTrainConfig(steps=4, batch_size=4, dim=16, frame_height=48, frame_width=80, ensemble=2)
+    out = train_localizer(clips, str(tmp_path / "ens"), cfg)
+    singles = [train_localizer(clips, str(tmp_path / f"single{s}"), dataclasses.replace(cfg, ensemble=1, seed=s))
+               for s in (0, 1)]
+    assert out["history"] == [round((a + b) / 2, 5) for a, b in zip(singles[0]["history"], singles[1]["history"])]
+    from binauralizer.localize.learned import _member_line
+
+    said = []
+    _member_line(said.append, 1, 3, 200, "learned localiser: step 25/200 loss 1.000")
+    assert said == ["learned localiser: step 225/600 loss 1.000 (member 2/3)"]  # one progress over all members
+    clip = clips[0]
+    maps = build_localiser(f"learned:{out['model']}").heatmaps(clip.frames, clip.audio)
+    members = [build_localiser(f"learned:{s['model']}").heatmaps(clip.frames, clip.audio) for s in singles]
+    per_frame = [m / m.reshape(len(m), -1).max(axis=1)[:, None, None] for m in members]
+    expected = (per_frame[0] + per_frame[1]) / 2
+    np.testing.assert_allclose(maps, expected / expected.max(), atol=1e-5)
+    assert not np.allclose(members[0], members[1], atol=1e-3)  # two seeds, two different maps
+    # resume: member 0 is done, member 1 lost its files; only member 1 trains again, to the same bytes
+    first = open(out["model"], "rb").read()
+    import shutil
+
+    shutil.rmtree(tmp_path / "ens" / "member_1")
+    done = os.stat(tmp_path / "ens" / "member_0" / "checkpoint.pt").st_mtime_ns
+    again = train_localizer(clips, str(tmp_path / "ens"), cfg)
+    assert open(again["model"], "rb").read() == first
+    assert os.stat(tmp_path / "ens" / "member_0" / "checkpoint.pt").st_mtime_ns == done  # not trained again

@@ -101,3 +101,14 @@ def test_the_path_follows_a_sweep_past_a_weaker_static_clutter():
     assert np.median(np.abs(traj[:, 0] - (0.5 - us) * 120.0)) < 0.5
     with pytest.raises(ValueError, match="tracker must be one of"):
         trajectory_from_heatmaps(maps, tracker="peak")
+
+
+@pytest.mark.parametrize("tracker", ["path", "region"])
+def test_nan_cells_are_no_evidence_not_a_nan_trajectory(tracker):
+    n = 30
+    maps = blob_maps([0.25] * n, [0.5] * n)
+    maps[10:13] = np.nan  # three frames from a broken decode
+    maps[20, 0, 0] = np.inf
+    traj = trajectory_from_heatmaps(maps, smoothing=0.0, tracker=tracker)
+    assert np.isfinite(traj).all()
+    np.testing.assert_allclose(traj[[0, 5, 15, 25], 0], 30.0, atol=1.5)  # the clean frames keep their place

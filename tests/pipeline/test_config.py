@@ -60,7 +60,8 @@ def test_overrides_reach_nested_stage_settings():
 
 @pytest.mark.parametrize(
     "stage, key, value, text",
-    [("convert", "num_gpus", -1.0, ">= 0"), ("quality", "num_cpus", 0.0, "> 0"), ("localize", "batch_size", 0, ">= 1")],
+    [("convert", "num_gpus", -1.0, ">= 0"), ("quality", "num_cpus", 0.0, "> 0"), ("localize", "batch_size", 0, ">= 1"),
+     ("train_localizer", "ensemble", 0, ">= 1")],
 )
 def test_resource_settings_are_checked_for_every_stage(stage, key, value, text):
     with pytest.raises(ConfigError, match=rf"stages.{stage}.{key}: must be {text}, got {value}"):

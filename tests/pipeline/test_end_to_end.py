@@ -1,6 +1,7 @@
 """The whole sample pipeline as `make build-dataset` runs it: Ray executor, every stage, then a rerun."""
 
 import json
+import math
 import os
 import re
 import subprocess
@@ -27,10 +28,11 @@ def test_every_stage_runs_and_the_funnel_says_so(full_run):
     out, _, stdout = full_run
     stats = json.load(open(os.path.join(out, "stats.json")))
     s = stats["stages"]
-    assert list(s) == ["ingest", "duration", "silence", "quality", "localize", "train_unet", "convert", "validate",
-                       "package", "shard"]
+    assert list(s) == ["ingest", "duration", "silence", "quality", "train_localizer", "localize", "train_unet",
+                       "convert", "validate", "package", "shard"]
     assert s["ingest"]["in"] == 24 and s["shard"]["kept"] == 17
-    assert all(s[name]["in"] == 17 and s[name]["kept"] == 17 for name in ("quality", "localize", "train_unet", "convert"))
+    assert all(s[name]["in"] == 17 and s[name]["kept"] == 17 for name in ("quality", "train_localizer", "localize", "train_unet",
+                                                                             "convert"))
     assert stats["preflight"]["quality"]["backend"] == "dsp"  # no Audiobox checkpoint offline: said loudly
     for line in ("failed: no audio stream x1", "dropped: too short x2", "dropped: mostly silent x2", "note [quality]: backend=dsp"):
         assert line in stdout
@@ -42,7 +44,7 @@ def test_console_and_build_log_follow_the_training_and_every_stage(full_run):
     for text in (console, log):
         assert re.search(r"train_unet: 15/150 steps \(10 %\), [\d.]+ steps/s, ETA .*, loss [\d.]+", text)
         assert re.search(r"train_unet: 150/150 steps \(100 %\), [\d.]+ steps/s, finished, loss [\d.]+", text)
-        assert re.search(r"stage 5 of 10: localize \(actor\): 3 of 3 chunks to run, 17 clips", text)
+        assert re.search(r"stage 6 of 11: localize \(actor\): 3 of 3 chunks to run, 17 clips", text)
         assert re.search(r"localize: 17/17 clips \(100 %\), [\d.]+ clips/s, finished", text)
         assert re.search(r"build finished in .*: 24 clips in, 17 kept, 4 dropped, 3 failed", text)
         assert "\r" not in text
@@ -66,6 +68,10 @@ def test_outputs_are_a_dataset_with_a_report(full_run):
     losses = [p["total"] for p in curve["history"]]
     assert len(losses) == 150 and sum(losses[-20:]) < 0.8 * sum(losses[:20])  # the tiny U-Net learns
     assert os.path.getsize(os.path.join(out, "work", "train_unet", "loss_curve.png")) > 1000
+    # the learned localiser the sample's fusion-learned uses: label-free, and it learns (chance = log batch)
+    history = json.load(open(os.path.join(out, "work", "train_localizer", "history.json")))
+    assert len(history["loss"]) == 200 and abs(history["chance_loss"] - math.log(17)) < 1e-6
+    assert sum(history["loss"][-20:]) / 20 < 0.6 * history["chance_loss"]
 
 
 def test_validate_and_package_ran_in_ray_workers_not_the_driver(full_run):
@@ -123,7 +129,7 @@ def test_rerun_does_nothing_and_changes_nothing(full_run):
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert {f: open(os.path.join(out, f), "rb").read() for f in pages} == pages  # card and report: same bytes
-    assert "stage 10 of 10: shard done earlier" in result.stderr
+    assert "stage 11 of 11: shard done earlier" in result.stderr
     assert re.search(r"build finished in .*: 24 clips in, 17 kept, 4 dropped, 3 failed\n$",
                      open(os.path.join(out, "logs", "build.log")).read())
     stats = json.load(open(os.path.join(out, "stats.json")))

@@ -21,6 +21,7 @@ SETTINGS = {
     "stages.train_localizer.steps": 4, "stages.train_localizer.batch_size": 3, "stages.train_localizer.dim": 16,
     "stages.train_localizer.frame_height": 48, "stages.train_localizer.frame_width": 80,
     "stages.train_localizer.checkpoint_every": 2, "stages.train_localizer.visual": "tiny",
+    "stages.train_localizer.ensemble": 1,  # one model: the checkpoint files these tests kill and resume
     "stages.localize.method": "learned",
 }
 KEEP = ("s000_moving_lr", "s010_static_left", "s015_moving_rl")
