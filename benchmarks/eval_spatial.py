@@ -21,8 +21,8 @@ localiser (`paper` = the U-Net trained on the paper's first-order targets).
 
 The learned localiser (binauralizer.localize.learned, EZ-VSL style) is trained label-free, as the
 pipeline's train_localizer stage does, on these scenes' own clips (mono audio + frames, no
-positions), with the sample recipe's settings (configs/sample.yaml stages.train_localizer: an
-ensemble of 3 seeds). The sample recipe's localiser is `fusion-learned`, so its conversion rows use
+positions), with the sample recipe's settings (configs/sample.yaml stages.train_localizer, read as
+the stage reads them: an ensemble of consecutive seeds). The sample recipe's localiser is `fusion-learned`, so its conversion rows use
 the transductive model, as a pipeline run does. `learned (transductive)` is trained on all 28
 scenes and scored on the same 28: what the pipeline does on a dataset, but it has seen the scenes it
 is scored on (without their labels). `transductive, other seeds` is the same training from the seeds
@@ -143,18 +143,16 @@ def recipe_train_config(config: str = os.path.join(ROOT, "configs", "sample.yaml
     """The learned localiser's training settings as the config's stages.train_localizer sets them (its
     LocalizerTrainConfig fields; resources are not), so the eval trains what the recipe trains. A config
     without that section gets the eval's own small setting (200 steps, 8 moments per clip)."""
-    import dataclasses
-
     import yaml
 
     from binauralizer.localize.learned import LocalizerTrainConfig
+    from stages.train_localizer import TrainLocalizerParams, train_config
 
     with open(config) as fh:
         section = (yaml.safe_load(fh)["stages"] or {}).get("train_localizer")
     if not section:
         return LocalizerTrainConfig(steps=200, frames_per_clip=8)
-    names = {f.name for f in dataclasses.fields(LocalizerTrainConfig)} - {"device"}
-    return LocalizerTrainConfig(**{k: v for k, v in section.items() if k in names})
+    return train_config(TrainLocalizerParams(**section))  # the stage's own mapping (resources dropped)
 
 
 def default_map(localiser: str) -> str:

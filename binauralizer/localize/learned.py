@@ -105,9 +105,11 @@ class AVCorrespondenceNet(nn.Module):
         feats = self.backbone_features(frames) if features is None else features
         return F.normalize(self.project(feats), dim=1)
 
-    def similarity_maps(self, frames: torch.Tensor, windows: torch.Tensor) -> torch.Tensor:
-        """(B, h, w) cosine similarity of each frame's locations with its own audio window."""
-        return torch.einsum("bdhw,bd->bhw", self.visual_maps(frames), self.audio_embedding(windows))
+    def similarity_maps(self, frames: torch.Tensor | None, windows: torch.Tensor,
+                        features: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, h, w) cosine similarity of each frame's locations with its own audio window (from frames,
+        or from backbone features already computed)."""
+        return torch.einsum("bdhw,bd->bhw", self.visual_maps(frames, features), self.audio_embedding(windows))
 
     def loss(self, frames: torch.Tensor | None, windows: torch.Tensor, features: torch.Tensor | None = None
              ) -> torch.Tensor:
@@ -143,8 +145,8 @@ class LearnedEnsemble(nn.Module):
             feats = self.members[0].backbone_features(frames[i:i + 16]) if shared else None
             total = 0
             for net in self.members:
-                visual = net.visual_maps(frames[i:i + 16] if feats is None else None, feats)
-                maps = torch.einsum("bdhw,bd->bhw", visual, net.audio_embedding(windows[i:i + 16])).clamp_min(0)
+                maps = net.similarity_maps(frames[i:i + 16] if feats is None else None, windows[i:i + 16],
+                                           feats).clamp_min(0)
                 total = total + maps / maps.flatten(1).amax(1).clamp_min(1e-12)[:, None, None]
             out.append(total / len(self.members))
         return torch.cat(out)
@@ -195,6 +197,11 @@ class LocalizerTrainConfig:
     ensemble: int = 1  # members trained from seeds seed .. seed+K-1, maps averaged (module doc: one seed is a gamble)
     checkpoint_every: int = 50
     device: str = "cpu"  # cpu | cuda[:n]; not part of a checkpoint's identity (a run resumes on another device)
+
+
+def _net_kwargs(cfg: LocalizerTrainConfig) -> dict:
+    """AVCorrespondenceNet's constructor arguments from a training config (saved in the checkpoint)."""
+    return {"dim": cfg.dim, "visual": cfg.visual, "frame_size": (cfg.frame_height, cfg.frame_width)}
 
 
 def _moments(n_frames: int, frames_per_clip: int) -> np.ndarray:
@@ -269,13 +276,14 @@ def _cpu(state: dict) -> dict:
 
 
 def train_localizer(clips, out_dir: str, cfg: LocalizerTrainConfig = LocalizerTrainConfig(),
-                    log=None) -> dict:
+                    log=None, clip_cache=None) -> dict:
     """Train (or resume) on clips with .frames (T, H, W, 3) uint8 and .audio (N,) 16 kHz.
 
     Writes out_dir/checkpoint.pt every `checkpoint_every` steps, out_dir/localizer.pt (loadable by
     `learned:<path>`) and out_dir/history.json (the loss per step, the training curve). With
     `ensemble` K > 1, member k trains (and resumes) in out_dir/member_k from seed + k, localizer.pt is
     their LearnedEnsemble, and history.json holds the members' mean loss per step and each member's.
+    `clip_cache(model)` returns the _ClipCache to train from (the ensemble's members share one).
     """
     if cfg.ensemble > 1:
         return _train_ensemble(clips, out_dir, cfg, log)
@@ -283,7 +291,7 @@ def train_localizer(clips, out_dir: str, cfg: LocalizerTrainConfig = LocalizerTr
         raise ValueError("the learned localiser needs at least 2 clips (the others are the negatives)")
     os.makedirs(out_dir, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    kwargs = {"dim": cfg.dim, "visual": cfg.visual, "frame_size": (cfg.frame_height, cfg.frame_width)}
+    kwargs = _net_kwargs(cfg)
     device = torch.device(cfg.device)
     model = AVCorrespondenceNet(**kwargs).to(device)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
@@ -297,7 +305,12 @@ def train_localizer(clips, out_dir: str, cfg: LocalizerTrainConfig = LocalizerTr
             opt.load_state_dict(state["optimizer"])
             start, history = int(state["step"]), list(state["history"])
     model.eval()  # frozen backbone: BatchNorm statistics stay ImageNet's
-    cache = _ClipCache(clips, model, cfg.frames_per_clip, cfg.audio_jitter_s, cfg.cache_mb, log) if start < cfg.steps else None
+    if start >= cfg.steps:
+        cache = None
+    elif clip_cache is not None:
+        cache = clip_cache(model)
+    else:
+        cache = _ClipCache(clips, model, cfg.frames_per_clip, cfg.audio_jitter_s, cfg.cache_mb, log)
     model.train()
     if model.frozen_visual:
         model.backbone.eval()
@@ -340,13 +353,21 @@ def _train_ensemble(clips, out_dir: str, cfg: LocalizerTrainConfig, log=None) ->
     from dataclasses import replace
 
     os.makedirs(out_dir, exist_ok=True)
+    shared = []
+
+    def clip_cache(model):
+        """One cache for every member that trains: its moments, and a frozen backbone's features (the
+        same ImageNet weights in every member), do not depend on the seed."""
+        if not shared:
+            shared.append(_ClipCache(clips, model, cfg.frames_per_clip, cfg.audio_jitter_s, cfg.cache_mb, log))
+        return shared[0]
+
     members = []
     for k in range(cfg.ensemble):
         say = functools.partial(_member_line, log, k, cfg.ensemble, cfg.steps) if log else None
         members.append(train_localizer(clips, os.path.join(out_dir, f"member_{k}"),
-                                       replace(cfg, seed=cfg.seed + k, ensemble=1), log=say))
-    kwargs = {"members": cfg.ensemble, "dim": cfg.dim, "visual": cfg.visual,
-              "frame_size": (cfg.frame_height, cfg.frame_width)}
+                                       replace(cfg, seed=cfg.seed + k, ensemble=1), log=say, clip_cache=clip_cache))
+    kwargs = {"members": cfg.ensemble, **_net_kwargs(cfg)}
     state = {}
     for k, m in enumerate(members):
         member = torch.load(m["model"], map_location="cpu", weights_only=True)["state_dict"]

@@ -103,7 +103,7 @@ def test_a_pool_too_big_for_the_cache_streams_the_same_training(tmp_path):
     assert np.allclose(cached, streamed, atol=1e-3), (cached, streamed)
 
 
-def test_an_ensemble_is_its_members_averaged_and_resumes_member_by_member(tmp_path):
+def test_an_ensemble_is_its_members_averaged_and_resumes_member_by_member(tmp_path, monkeypatch):
     """ensemble: 2 trains members from seeds 0 and 1 (each exactly the single-model run of that seed),
     saves one file that `learned:<path>` loads, whose map is the mean of the members' per-frame
     normalised maps; a rerun after the first member finished trains only the second."""
@@ -115,7 +115,20 @@ def test_an_ensemble_is_its_members_averaged_and_resumes_member_by_member(tmp_pa
     rng = np.random.default_rng(3)
     clips = [correspondence_clip(rng, k % K)[0] for k in range(6)]
     cfg = LocalizerTrainConfig(steps=4, batch_size=4, dim=16, frame_height=48, frame_width=80, ensemble=2)
+    from binauralizer.localize import learned
+
+    caches = []
+
+    class CountedCache(learned._ClipCache):
+        def __init__(self, *args, **kwargs):
+            caches.append(1)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(learned, "_ClipCache", CountedCache)
     out = train_localizer(clips, str(tmp_path / "ens"), cfg)
+    assert len(caches) == 1  # the members share one pass of the frozen backbone over the clips
+    streamed = train_localizer(clips, str(tmp_path / "ens_streamed"), dataclasses.replace(cfg, cache_mb=0))
+    assert np.allclose(streamed["history"], out["history"], atol=1e-3)  # a pool too big to cache: the same
     singles = [train_localizer(clips, str(tmp_path / f"single{s}"), dataclasses.replace(cfg, ensemble=1, seed=s))
                for s in (0, 1)]
     assert out["history"] == [round((a + b) / 2, 5) for a, b in zip(singles[0]["history"], singles[1]["history"])]
