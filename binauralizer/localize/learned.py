@@ -45,6 +45,11 @@ def _log_mel(audio: torch.Tensor, mel: torch.Tensor) -> torch.Tensor:
     return torch.log(torch.einsum("bft,fm->btm", spec, mel) + 0.001)[:, None]
 
 
+def frozen_backbone(visual: str) -> bool:
+    """Whether a `visual` kind is a frozen pretrained backbone (the same weights in every model)."""
+    return visual == "mobilenet_v2"
+
+
 class AVCorrespondenceNet(nn.Module):
     """Audio embedding vs visual embedding map; forward gives per-frame localisation maps."""
 
@@ -89,7 +94,7 @@ class AVCorrespondenceNet(nn.Module):
     @property
     def frozen_visual(self) -> bool:
         """True when the backbone is frozen: its features can be computed once and cached."""
-        return self.visual_kind == "mobilenet_v2"
+        return frozen_backbone(self.visual_kind)
 
     def backbone_features(self, frames: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) in [0, 1] -> (B, width, h, w) backbone features (before the projection)."""
@@ -134,6 +139,9 @@ class LearnedEnsemble(nn.Module):
     def __init__(self, members: int = 1, **net_kwargs):
         super().__init__()
         self.members = nn.ModuleList(AVCorrespondenceNet(**net_kwargs) for _ in range(int(members)))
+        if self.members[0].frozen_visual:  # one frozen ImageNet backbone in memory, not one per member
+            for net in self.members[1:]:
+                net.backbone = self.members[0].backbone
 
     def forward(self, frames: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
         """(T, 3, H, W) frames and (N,) audio -> (T, h, w); a frozen backbone (the same ImageNet weights in
@@ -371,7 +379,13 @@ def _train_ensemble(clips, out_dir: str, cfg: LocalizerTrainConfig, log=None) ->
     state = {}
     for k, m in enumerate(members):
         member = torch.load(m["model"], map_location="cpu", weights_only=True)["state_dict"]
-        state.update({f"members.{k}.{name}": value for name, value in member.items()})
+        for name, value in member.items():
+            first = state.get(f"members.0.{name}")
+            if k and name.startswith("backbone.") and frozen_backbone(cfg.visual):
+                if not torch.equal(first, value):  # the frozen backbone is the same weights in every member
+                    raise RuntimeError(f"ensemble member {k}'s frozen backbone differs from member 0's at {name}")
+                value = first  # stored once in the file (torch.save writes a shared tensor once)
+            state[f"members.{k}.{name}"] = value
     final = os.path.join(out_dir, "localizer.pt")
     atomic_torch_save({"arch": f"{__name__}:LearnedEnsemble", "kwargs": kwargs, "state_dict": state}, final)
     losses = [m["history"] for m in members]

@@ -144,6 +144,10 @@ def test_an_ensemble_is_its_members_averaged_and_resumes_member_by_member(tmp_pa
     expected = (per_frame[0] + per_frame[1]) / 2
     np.testing.assert_allclose(maps, expected / expected.max(), atol=1e-5)
     assert not np.allclose(members[0], members[1], atol=1e-3)  # two seeds, two different maps
+    # the frozen ImageNet backbone is stored and held once, not once per member
+    assert os.path.getsize(out["model"]) < 1.2 * os.path.getsize(singles[0]["model"])
+    ensemble = build_localiser(f"learned:{out['model']}").module
+    assert ensemble.members[1].backbone is ensemble.members[0].backbone
     # resume: member 0 is done, member 1 lost its files; only member 1 trains again, to the same bytes
     first = open(out["model"], "rb").read()
     import shutil
