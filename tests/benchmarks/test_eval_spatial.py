@@ -85,3 +85,18 @@ def test_the_headline_reports_the_held_out_figure_first():
     assert "Targets not met: side 90 %, static among distractors 85 %, |dITD| 100 us." in first
     assert second.startswith("**Sample recipe") and "side 92%" in second and "Targets: all met." in second
     assert "from the next seeds" in third and "side 87%" in third and "Targets not met: side 90 %." in third
+
+
+def test_the_unet_row_trains_longer_than_the_sample_but_otherwise_as_train_unet(monkeypatch):
+    """The sample's 150 steps left the U-Net's low-band ILD error above the baseline's; the row trains
+    UNET_STEPS with every other setting the default's (the cache key is the config's identity)."""
+    import binauralizer.testing as testing
+    from binauralizer.pseudobinaural.training import TINY
+
+    seen = {}
+    monkeypatch.setattr(testing, "tiny_model_path", lambda root, cfg, **kw: seen.setdefault("cfg", cfg) and "unet.pt")
+    monkeypatch.setattr(testing, "paper_tiny_model_path", lambda: "paper.pt")
+    assert eval_spatial.unet_models([0]) == {"unet": "unet.pt", "paper": "paper.pt"}
+    cfg = seen["cfg"]
+    assert cfg.steps == eval_spatial.UNET_STEPS == 450 and TINY.steps == 150
+    assert cfg.fingerprint() == TINY.fingerprint()  # only the length differs
