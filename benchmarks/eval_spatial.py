@@ -14,13 +14,13 @@ distractors); spearman = median over moving scenes of the rank correlation of fr
 true azimuth; |dITD| = median over frames of the difference of GCC-PHAT ITDs band-limited below
 1.5 kHz, microseconds; |dILD| = mean per-bin ILD error over the truth's strong bins, dB (per band in
 the second table). STFT and envelope distances are reported but rank nothing: they reward L + R =
-the input, not space, and a constant 1 ms moves them more than placement does (the mono delayed by the
-head's 16 samples scores the centre rendering's envelope distance, 0.164 against 0.164; delaying the
-`unet` output by the same 17 samples the rendered modes carry took its envelope distance from 0.153
-to 0.111 and its STFT distance from 2.16 to 4.30). Rows: mono (L = R), centre (rendered straight ahead), oracle (the true path
-through the default KEMAR head: the floor a perfect localiser reaches without the test head),
-every localiser's trajectory rendered `direct`, and every conversion mode with the default
-localiser (`unet` = the tiny U-Net trained for 450 steps, label-free on these scenes' clips as
+the input, not space, and a constant 1 ms moves them more than placement does (on every third scene,
+the mono delayed by the head's 16 samples scores the centre rendering's envelope distance, 0.164
+against 0.164; delaying the `unet` output by the same 17 samples the rendered modes carry took its
+envelope distance from 0.153 to 0.111 and its STFT distance from 2.16 to 4.30). Rows: mono (L = R),
+centre (rendered straight ahead), oracle (the true path through the default KEMAR head: the floor a
+perfect localiser reaches without the test head), every localiser's trajectory rendered `direct`,
+and every conversion mode with the default localiser (`unet` = the tiny U-Net trained for 450 steps, label-free on these scenes' clips as
 train_unet trains on a run's; `paper` = the U-Net trained on the paper's first-order targets).
 
 The learned localiser (binauralizer.localize.learned, EZ-VSL style) is trained label-free, as the

@@ -94,7 +94,12 @@ def test_the_unet_row_trains_longer_than_the_sample_but_otherwise_as_train_unet(
     from binauralizer.pseudobinaural.training import TINY
 
     seen = {}
-    monkeypatch.setattr(testing, "tiny_model_path", lambda root, cfg, **kw: seen.setdefault("cfg", cfg) and "unet.pt")
+
+    def trained(root, cfg, **pool):  # records the config instead of training the row
+        seen["cfg"] = cfg
+        return "unet.pt"
+
+    monkeypatch.setattr(testing, "tiny_model_path", trained)
     monkeypatch.setattr(testing, "paper_tiny_model_path", lambda: "paper.pt")
     assert eval_spatial.unet_models([0]) == {"unet": "unet.pt", "paper": "paper.pt"}
     cfg = seen["cfg"]
